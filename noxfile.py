@@ -1,0 +1,33 @@
+"""Sessions: tests on both supported SQLAlchemy lines, lint and type checks."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["tests", "lint", "typecheck"]
+
+# The newest release of each supported line; SQLAlchemy 2.1 needs Python >= 3.11.
+SQLALCHEMY_LINES = {"2.0": "sqlalchemy[asyncio]>=2.0,<2.1", "2.1": "sqlalchemy[asyncio]>=2.1,<2.2"}
+
+
+@nox.session(python="3.11")
+@nox.parametrize("sqlalchemy", list(SQLALCHEMY_LINES))
+def tests(session: nox.Session, sqlalchemy: str) -> None:
+    session.install("-e", ".[local,psycopg]", "--group", "dev")
+    session.install(SQLALCHEMY_LINES[sqlalchemy])
+    session.run("python", "-c", "import sqlalchemy; print('SQLAlchemy', sqlalchemy.__version__)")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[local,psycopg]", "--group", "dev")
+    session.run("mypy")

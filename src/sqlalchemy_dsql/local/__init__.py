@@ -1,0 +1,337 @@
+"""``dsql-local``: an Aurora DSQL emulator on a real PostgreSQL 16.
+
+:class:`LocalDSQL` starts an embedded PostgreSQL (through ``pgserver``) or uses
+one you name, and puts a PostgreSQL wire-protocol proxy in front of it that
+behaves like DSQL where this toolkit depends on it: TLS only, IAM-token
+authentication verified with botocore, DSQL's statement and transaction rules,
+its quotas, asynchronous index builds with ``sys.jobs``, and optimistic
+concurrency errors in DSQL's words. See ``docs/emulator.md`` for what is
+emulated and how faithfully.
+
+The proxy runs on an event loop of its own in a background thread, so it works
+the same from synchronous code, from any asyncio loop and from test fixtures::
+
+    async with LocalDSQL() as dsql:
+        conn = await asyncpg.connect(**dsql.connect_kwargs())
+
+    dsql = LocalDSQL().start()      # blocking form
+    ...
+    dsql.stop()
+
+This package imports nothing from the rest of ``sqlalchemy_dsql``: it is a
+separate program that happens to ship in the same wheel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import ssl
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from botocore.credentials import Credentials
+
+from .backend import DATABASE, Backend
+from .server import Server, ServerConfig
+from .session import Counters, Limits, LoggedStatement
+from .tokens import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, test_credentials
+
+__all__ = [
+    "DEFAULT_CLUSTER_ID",
+    "DEFAULT_REGION",
+    "TEST_ACCESS_KEY_ID",
+    "TEST_SECRET_ACCESS_KEY",
+    "Counters",
+    "Limits",
+    "LocalDSQL",
+    "LoggedStatement",
+]
+
+DEFAULT_CLUSTER_ID = "localdsql0000000000000000a"
+DEFAULT_REGION = "us-east-1"
+
+
+class LocalDSQL:
+    """A running DSQL emulator; start it with ``async with`` or :meth:`start`.
+
+    Attributes once started: ``host`` (the address to dial), ``port``,
+    ``endpoint`` (the DSQL-shaped host name tokens are signed for and the
+    certificate covers), ``region``, ``ca_file`` (PEM of the throwaway CA) and
+    ``credentials`` (the fixed test key pair, a botocore ``Credentials``).
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        cluster_id: str = DEFAULT_CLUSTER_ID,
+        region: str = DEFAULT_REGION,
+        backend_url: str | None = None,
+        data_dir: str | Path | None = None,
+        credentials: Sequence[Credentials] | None = None,
+        authenticate: bool = True,
+        max_connection_age: float = 3600.0,
+        max_transaction_age: float = 300.0,
+        max_rows_per_transaction: int = 3000,
+        latency_ms: float = 0.0,
+        second_opinion: bool = True,
+        statement_log: bool | Callable[[LoggedStatement], None] = False,
+    ) -> None:
+        if max_connection_age < 1 or max_transaction_age <= 0 or max_rows_per_transaction < 1:
+            raise ValueError(
+                "limits must be positive: max_connection_age >= 1 s, max_transaction_age > 0, "
+                "max_rows_per_transaction >= 1"
+            )
+        if latency_ms < 0:
+            raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
+        self.host = "127.0.0.1"
+        self.region = region
+        self.endpoint = f"{cluster_id}.dsql.{region}.on.aws"
+        self.credentials = test_credentials() if credentials is None else credentials[0]
+        self._all_credentials = tuple(credentials or (self.credentials,))
+        self._requested_port = port
+        self._backend = Backend(
+            url=backend_url, data_dir=Path(data_dir) if data_dir is not None else None
+        )
+        self._limits = Limits(max_connection_age, max_transaction_age, max_rows_per_transaction)
+        self._latency = latency_ms / 1000.0
+        self._authenticate = authenticate
+        self._second_opinion = second_opinion
+        # True keeps the log here for tests to read; a callable receives each entry.
+        self.statement_log: collections.deque[LoggedStatement] | None = None
+        self._log_statement: Callable[[LoggedStatement], None] | None = None
+        if callable(statement_log):
+            self._log_statement = statement_log
+        elif statement_log:
+            self.statement_log = collections.deque(maxlen=100_000)
+            self._log_statement = self.statement_log.append
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: Server | None = None
+        self._token_client: Any = None
+        self.ca_file = ""
+
+    def __repr__(self) -> str:
+        state = f"port={self.port}" if self._server else "stopped"
+        return f"<LocalDSQL {self.endpoint} {state}>"
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> LocalDSQL:
+        """Start the backend and the proxy; blocks until clients can connect."""
+        if self._server is not None:
+            raise RuntimeError("this LocalDSQL is already running")
+        self._workdir = tempfile.TemporaryDirectory(prefix="dsql-local-tls-")
+        tls = self._make_tls(Path(self._workdir.name))
+        self._backend.start()
+        try:
+            self._loop = _new_loop()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name="dsql-local", daemon=True
+            )
+            self._thread.start()
+            config = ServerConfig(
+                host=self.host,
+                port=self._requested_port,
+                endpoint=self.endpoint,
+                region=self.region,
+                credentials=self._all_credentials,
+                limits=self._limits,
+                latency=self._latency,
+                authenticate=self._authenticate,
+                second_opinion=self._second_opinion,
+            )
+            self._run(self._backend.install())
+            server = Server(config, self._backend.address, tls, self._log_statement)
+            self._run(server.start())
+            self._server = server
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Close every session, stop the proxy and the embedded backend. Idempotent."""
+        server, self._server = self._server, None
+        if server is not None and self._loop is not None:
+            self._run(server.stop())
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(10)
+            self._loop.close()
+            self._loop = self._thread = None
+        self._backend.stop()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    async def __aenter__(self) -> LocalDSQL:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def __enter__(self) -> LocalDSQL:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- what clients need -----------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self._require_server().port
+
+    @property
+    def backend_url(self) -> str:
+        """A libpq URL of the backend PostgreSQL itself, bypassing the proxy (for benchmarks)."""
+        address = self._backend.address
+        if address.host.startswith("/"):
+            return f"postgresql://{address.user}@/{DATABASE}?host={address.host}&port={address.port}"
+        password = f":{address.password}" if address.password else ""
+        return f"postgresql://{address.user}{password}@{address.host}:{address.port}/{DATABASE}"
+
+    def token(self, user: str = "admin", expires_in: int = 900) -> str:
+        """A DSQL IAM token for ``user``, made by botocore with the test credentials."""
+        if self._token_client is None:
+            import botocore.session
+
+            session = botocore.session.get_session()
+            session.set_credentials(
+                self.credentials.access_key, self.credentials.secret_key, self.credentials.token
+            )
+            self._token_client = session.create_client("dsql", region_name=self.region)
+        if user == "admin":
+            return str(
+                self._token_client.generate_db_connect_admin_auth_token(
+                    self.endpoint, self.region, expires_in
+                )
+            )
+        return str(
+            self._token_client.generate_db_connect_auth_token(self.endpoint, self.region, expires_in)
+        )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A verify-full client context trusting only this emulator's CA."""
+        context = ssl.create_default_context(cafile=self.ca_file)
+        context.check_hostname = True
+        return context
+
+    def connect_kwargs(self, user: str = "admin") -> dict[str, Any]:
+        """Keyword arguments for ``asyncpg.connect`` with a fresh token and verify-full TLS."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": user,
+            "password": self.token(user),
+            "database": DATABASE,
+            "ssl": self.ssl_context(),
+        }
+
+    def conninfo(self, user: str = "admin") -> str:
+        """A libpq connection string (psycopg, psql) with a fresh token and verify-full TLS."""
+        return (
+            f"host={self.host} port={self.port} dbname={DATABASE} user={user} "
+            f"password={self.token(user)} sslmode=verify-full sslrootcert={self.ca_file}"
+        )
+
+    def url(self, driver: str = "asyncpg", user: str = "admin") -> str:
+        """A SQLAlchemy URL (``postgresql+<driver>``) embedding a fresh token (valid 15 min)."""
+        from urllib.parse import quote
+
+        password = quote(self.token(user), safe="")
+        base = f"postgresql+{driver}://{user}:{password}@{self.host}:{self.port}/{DATABASE}"
+        if driver == "asyncpg":
+            return f"{base}?ssl=verify-full"
+        return f"{base}?sslmode=verify-full&sslrootcert={quote(self.ca_file)}"
+
+    # -- observing and breaking things --------------------------------------
+
+    def counters(self) -> dict[int, dict[str, int]]:
+        """Per open session: round trips, statements, transactions, rejections, conflicts."""
+        server = self._require_server()
+        return {sid: session.counters.as_dict() for sid, session in list(server.sessions.items())}
+
+    def totals(self) -> dict[str, int]:
+        """The same counters summed over every session since start (closed ones included)."""
+        return self._require_server().totals.as_dict()
+
+    def session_ids(self) -> list[int]:
+        return list(self._require_server().sessions)
+
+    def kill(self, session_id: int | None = None) -> int:
+        """Close one session, or all when ``session_id`` is None, as DSQL closes them."""
+        server = self._require_server()
+        return int(self._call(server.kill, session_id))
+
+    def set_latency(self, latency_ms: float) -> None:
+        """Change the injected one-way delay for every session, open or new."""
+        if latency_ms < 0:
+            raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
+        server = self._require_server()
+        self._call(setattr, server, "latency", latency_ms / 1000.0)
+
+    # -- internals -------------------------------------------------------
+
+    def _make_tls(self, directory: Path) -> ssl.SSLContext:
+        import trustme
+
+        authority = trustme.CA(organization_name="dsql-local throwaway CA")
+        certificate = authority.issue_cert("localhost", "127.0.0.1", self.endpoint)
+        ca_path = directory / "dsql-local-ca.pem"
+        authority.cert_pem.write_to_path(str(ca_path))
+        self.ca_file = str(ca_path)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_alpn_protocols(["postgresql"])
+        certificate.configure_cert(context)
+        return context
+
+    def _require_server(self) -> Server:
+        if self._server is None:
+            raise RuntimeError("LocalDSQL is not running: use 'async with LocalDSQL()' or .start()")
+        return self._server
+
+    def _run(self, coroutine: Any) -> Any:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def _call(self, function: Any, *args: Any) -> Any:
+        assert self._loop is not None
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                future.set_result(function(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(call)
+        return future.result()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]

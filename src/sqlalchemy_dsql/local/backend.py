@@ -1,0 +1,331 @@
+"""The real PostgreSQL behind the emulator: an embedded ``pgserver`` or a server given by URL.
+
+Every client session gets its own backend connection, opened as the backend's
+superuser and then narrowed with ``SET SESSION AUTHORIZATION`` to the role the
+client logged in as, so the emulator needs no per-role passwords. Backend
+sessions run at REPEATABLE READ, DSQL's only isolation level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from . import protocol
+
+DATABASE = "postgres"
+ISOLATION = "repeatable read"
+
+# Created once per backend. ``sys`` mirrors DSQL's job catalogue; the functions
+# are internal helpers the proxy rewrites async DDL and job waits into.
+_SETUP_SQL = """
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'admin') THEN
+    CREATE ROLE admin LOGIN CREATEROLE;
+  END IF;
+END $$;
+ALTER DATABASE postgres OWNER TO admin;
+ALTER SCHEMA public OWNER TO admin;
+CREATE SCHEMA IF NOT EXISTS sys;
+GRANT USAGE ON SCHEMA sys TO PUBLIC;
+CREATE TABLE IF NOT EXISTS sys._jobs (
+  job_id text PRIMARY KEY,
+  status text NOT NULL,
+  details text,
+  job_type text NOT NULL,
+  object_name text NOT NULL,
+  table_name text NOT NULL,
+  backend_sql text NOT NULL,
+  start_time timestamptz NOT NULL DEFAULT now(),
+  update_time timestamptz NOT NULL DEFAULT now()
+);
+CREATE OR REPLACE VIEW sys.jobs AS
+  SELECT job_id, status, details, job_type, object_name, start_time, update_time FROM sys._jobs;
+GRANT SELECT ON sys.jobs TO PUBLIC;
+CREATE OR REPLACE FUNCTION sys._submit_job(job_type text, object_name text, table_name text,
+                                           backend_sql text)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE new_id text := substr(replace(gen_random_uuid()::text, '-', ''), 1, 26);
+BEGIN
+  INSERT INTO sys._jobs (job_id, status, job_type, object_name, table_name, backend_sql)
+  VALUES (new_id, 'submitted', job_type, object_name, table_name, backend_sql);
+  PERFORM pg_notify('dsql_local_jobs', new_id);
+  RETURN new_id;
+END $$;
+CREATE OR REPLACE FUNCTION sys.wait_for_job(job_id text)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE job_status text;
+BEGIN
+  SELECT j.status INTO job_status FROM sys._jobs j WHERE j.job_id = wait_for_job.job_id;
+  IF job_status IS NULL THEN
+    RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = '42704';
+  END IF;
+  RETURN job_status = 'completed';
+END $$;
+GRANT EXECUTE ON FUNCTION sys.wait_for_job(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION sys._submit_job(text, text, text, text) TO PUBLIC;
+"""
+
+class BackendError(Exception):
+    """The backend PostgreSQL could not be started or reached."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendAddress:
+    """Where and as whom the emulator connects to its PostgreSQL."""
+
+    host: str  # a host name, or the directory holding the unix socket
+    port: int
+    user: str
+    password: str | None = None
+    database: str = DATABASE
+
+    @classmethod
+    def from_url(cls, url: str) -> BackendAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgres", "postgresql"):
+            raise BackendError(f"backend URL must start with postgresql://, got {parts.scheme!r}")
+        query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
+        host = unquote(query.get("host", parts.hostname or "localhost"))
+        database = (parts.path or "/").lstrip("/") or DATABASE
+        if database != DATABASE:
+            raise BackendError(
+                f"the backend database must be {DATABASE!r} (DSQL has only that one), "
+                f"got {database!r}"
+            )
+        return cls(
+            host=host,
+            port=int(query.get("port", parts.port or 5432)),
+            user=unquote(parts.username or "postgres"),
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def asyncpg_kwargs(self) -> dict[str, object]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "database": self.database,
+            "ssl": False,
+        }
+
+
+@dataclass
+class Backend:
+    """A running PostgreSQL 16; embedded unless ``url`` names an existing server."""
+
+    url: str | None = None
+    data_dir: Path | None = None
+    address: BackendAddress = field(init=False)
+    _server: object | None = field(default=None, init=False, repr=False)
+    _temporary_dir: str | None = field(default=None, init=False, repr=False)
+
+    def start(self) -> None:
+        """Start (or reach) the server and install the emulator's catalogue. Blocking."""
+        if self.url is not None:
+            self.address = BackendAddress.from_url(self.url)
+            return
+        try:
+            import pgserver
+        except ImportError as exc:  # pragma: no cover - depends on the installed extras
+            raise BackendError(
+                "the embedded backend needs pgserver: pip install 'sqlalchemy-dsql[local]', "
+                "or pass a backend URL"
+            ) from exc
+        if self.data_dir is None:
+            self._temporary_dir = tempfile.mkdtemp(prefix="dsql-local-")
+            data_dir = Path(self._temporary_dir)
+        else:
+            data_dir = self.data_dir
+            data_dir.mkdir(parents=True, exist_ok=True)
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        self._server = server
+        socket_dir = urlsplit(server.get_uri()).query.split("host=", 1)[1]
+        self.address = BackendAddress(host=unquote(socket_dir), port=5432, user="postgres")
+
+    def stop(self) -> None:
+        """Stop an embedded server and remove its temporary data. Blocking, idempotent."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.cleanup()  # type: ignore[attr-defined]
+        if self._temporary_dir is not None:
+            shutil.rmtree(self._temporary_dir, ignore_errors=True)
+            self._temporary_dir = None
+
+    async def install(self) -> None:
+        """Create the roles, ``sys`` catalogue and helper functions the proxy relies on."""
+        import asyncpg
+
+        connection = await asyncpg.connect(**self.address.asyncpg_kwargs())
+        try:
+            if self._server is not None:
+                # Durability buys nothing in a throwaway test database.
+                await connection.execute("ALTER SYSTEM SET fsync = off")
+                await connection.execute("ALTER SYSTEM SET synchronous_commit = off")
+                await connection.execute("ALTER SYSTEM SET full_page_writes = off")
+                await connection.execute("SELECT pg_reload_conf()")
+            await connection.execute(_SETUP_SQL)
+        finally:
+            await connection.close()
+
+
+@dataclass(slots=True)
+class BackendConnection:
+    """A raw protocol connection to the backend, after startup and authentication."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    parameters: dict[str, str]
+    process_id: int
+    secret: int
+
+
+async def connect(
+    address: BackendAddress, role: str, parameters: Mapping[str, str]
+) -> BackendConnection:
+    """Open a backend session for ``role``, at REPEATABLE READ, with the client's parameters."""
+    reader, writer = await _open(address)
+    startup = {
+        **parameters,
+        "user": address.user,
+        "database": address.database,
+        "default_transaction_isolation": ISOLATION,
+    }
+    writer.write(protocol.startup_message(startup))
+    status: dict[str, str] = {}
+    key = (0, 0)
+    try:
+        await _authenticate(reader, writer, address)
+        key = await _read_until_ready(reader, status)
+        if role != address.user:
+            writer.write(protocol.message(b"Q", protocol.cstring(_set_role_sql(role))))
+            await _read_until_ready(reader, status)
+    except BaseException:
+        writer.close()
+        raise
+    return BackendConnection(reader, writer, status, key[0], key[1])
+
+
+async def cancel(address: BackendAddress, process_id: int, secret: int) -> None:
+    """Send a CancelRequest for a backend session."""
+    _reader, writer = await _open(address)
+    writer.write(
+        protocol.pack_int32(16)
+        + protocol.pack_int32(protocol.CANCEL_REQUEST)
+        + protocol.pack_int32(process_id)
+        + protocol.pack_int32(secret)
+    )
+    await writer.drain()
+    writer.close()
+
+
+def _set_role_sql(role: str) -> str:
+    quoted = '"' + role.replace('"', '""') + '"'
+    return f"SET SESSION AUTHORIZATION {quoted}"
+
+
+async def _open(address: BackendAddress) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if address.host.startswith("/"):
+        path = os.path.join(address.host, f".s.PGSQL.{address.port}")
+        return await asyncio.open_unix_connection(path)
+    return await asyncio.open_connection(address.host, address.port)
+
+
+async def _read_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    header = await reader.readexactly(5)
+    length = protocol.int32(header, 1)
+    return header[:1], await reader.readexactly(length - 4)
+
+
+def _raise_server_error(body: bytes) -> None:
+    fields = protocol.parse_error_fields(body)
+    raise BackendError(
+        f"backend refused the session: {fields.get('M', 'unknown error')} "
+        f"(SQLSTATE {fields.get('C', '?')})"
+    )
+
+
+async def _authenticate(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: BackendAddress
+) -> None:
+    while True:
+        kind, body = await _read_message(reader)
+        if kind == b"E":
+            _raise_server_error(body)
+        if kind != b"R":
+            raise BackendError(f"unexpected message {kind!r} during backend authentication")
+        code = protocol.int32(body)
+        if code == 0:
+            return
+        password = address.password
+        if password is None:
+            raise BackendError(f"the backend asks for a password for {address.user!r}; put it in the URL")
+        if code == 3:
+            writer.write(protocol.message(b"p", protocol.cstring(password)))
+        elif code == 5:
+            salt = body[4:8]
+            inner = hashlib.md5((password + address.user).encode()).hexdigest()
+            outer = hashlib.md5(inner.encode() + salt).hexdigest()
+            writer.write(protocol.message(b"p", protocol.cstring("md5" + outer)))
+        elif code == 10:
+            await _scram_sha_256(reader, writer, password)
+        else:
+            raise BackendError(f"unsupported backend authentication method {code}")
+
+
+async def _scram_sha_256(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, password: str
+) -> None:
+    nonce = base64.b64encode(os.urandom(18)).decode()
+    client_first_bare = f"n=,r={nonce}"
+    first = b"n,," + client_first_bare.encode()
+    writer.write(
+        protocol.message(
+            b"p", protocol.cstring("SCRAM-SHA-256") + protocol.pack_int32(len(first)) + first
+        )
+    )
+    kind, body = await _read_message(reader)
+    if kind == b"E":
+        _raise_server_error(body)
+    server_first = body[4:].decode()
+    attributes = dict(item.split("=", 1) for item in server_first.split(","))
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", password.encode(), base64.b64decode(attributes["s"]), int(attributes["i"])
+    )
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    without_proof = f"c=biws,r={attributes['r']}"
+    auth_message = f"{client_first_bare},{server_first},{without_proof}".encode()
+    signature = hmac.digest(stored_key, auth_message, "sha256")
+    proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature))).decode()
+    writer.write(protocol.message(b"p", f"{without_proof},p={proof}".encode()))
+    kind, body = await _read_message(reader)
+    if kind == b"E":
+        _raise_server_error(body)
+
+
+async def _read_until_ready(
+    reader: asyncio.StreamReader, status: dict[str, str]
+) -> tuple[int, int]:
+    key = (0, 0)
+    while True:
+        kind, body = await _read_message(reader)
+        if kind == b"S":
+            name, offset = protocol.read_cstring(body, 0)
+            status[name], _ = protocol.read_cstring(body, offset)
+        elif kind == b"K":
+            key = (protocol.int32(body), protocol.int32(body, 4))
+        elif kind == b"E":
+            _raise_server_error(body)
+        elif kind == b"Z":
+            return key

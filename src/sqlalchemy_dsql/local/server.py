@@ -1,0 +1,328 @@
+"""The emulator's listener: TLS, the startup exchange and IAM-token authentication.
+
+Like DSQL, the server speaks only TLS. A client may ask for it with an
+SSLRequest or start TLS directly (PostgreSQL 17's ``sslnegotiation=direct``,
+ALPN ``postgresql``); a plaintext startup is refused with a FATAL error. The
+password must be a DSQL IAM token for this endpoint, verified with botocore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from botocore.credentials import Credentials
+
+from . import backend, protocol, rules
+from .catalog import Catalog
+from .jobs import JobRunner
+from .session import Counters, Limits, LoggedStatement, Session, SessionHost
+from .tokens import TokenRejected, TokenVerifier
+
+_log = logging.getLogger("sqlalchemy_dsql.local")
+_TLS_HANDSHAKE = 0x16
+_STARTUP_TIMEOUT = 30.0
+# Parameters a client may pass at startup that the backend session should get too.
+_FORWARDED_PARAMETERS = frozenset(
+    {"application_name", "client_encoding", "DateStyle", "TimeZone", "extra_float_digits",
+     "IntervalStyle", "search_path"}
+)
+_SECOND_OPINION_KINDS = frozenset({rules.Kind.DDL, rules.Kind.ASYNC_DDL})
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str
+    port: int
+    endpoint: str
+    region: str
+    credentials: tuple[Credentials, ...]
+    limits: Limits
+    latency: float
+    authenticate: bool
+    second_opinion: bool
+
+
+class Server(SessionHost):
+    """Accepts clients and runs a :class:`Session` for each."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        address: backend.BackendAddress,
+        tls: ssl.SSLContext,
+        log_statement: Callable[[LoggedStatement], None] | None,
+    ) -> None:
+        self.config = config
+        self.address = address
+        self.catalog = Catalog()
+        self.limits = config.limits
+        self.latency = config.latency
+        self.totals = Counters()
+        self.log_statement = log_statement
+        self.jobs = JobRunner(address, self.catalog)
+        self.sessions: dict[int, Session] = {}
+        self._tls = tls
+        self._verifier = TokenVerifier.create(config.endpoint, config.region, config.credentials)
+        self._second_opinions: dict[str, rules.Rejection | None] = {}
+        self._cancel_keys: dict[tuple[int, int], Session] = {}
+        self._listener: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self.port = config.port
+
+    async def start(self) -> None:
+        await self.jobs.start()
+        listener = socket.create_server((self.config.host, self.config.port), backlog=512)
+        listener.setblocking(False)
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        self._accept_task = asyncio.create_task(self._accept(listener), name="dsql-local-accept")
+
+    async def stop(self) -> None:
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accept_task
+        if self._listener is not None:
+            self._listener.close()
+        for session in list(self.sessions.values()):
+            session.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self.jobs.stop()
+
+    def kill(self, session_id: int | None = None) -> int:
+        """Close one session (or all of them) as DSQL does at the age limit. Returns how many."""
+        targets = [
+            session
+            for session in self.sessions.values()
+            if session_id is None or session.id == session_id
+        ]
+        for session in targets:
+            session.close()
+        return len(targets)
+
+    def cached_second_opinion(
+        self, sql: str, verdict: rules.Verdict
+    ) -> rules.Rejection | None | bool:
+        if not self.config.second_opinion:
+            return None
+        if not any(s.kind in _SECOND_OPINION_KINDS for s in verdict.statements):
+            return None
+        return self._second_opinions.get(sql, False)
+
+    def preempt(self, source: Session, relations: frozenset[str]) -> None:
+        for session in self.sessions.values():
+            if session is not source:
+                session.preempt(relations)
+
+    async def fetch_second_opinion(self, sql: str) -> None:
+        self._second_opinions[sql] = await asyncio.to_thread(rules.lint_second_opinion, sql)
+
+    # -- connections -------------------------------------------------------
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            client, _ = await loop.sock_accept(listener)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = asyncio.create_task(self._handle(client))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+
+    async def _handle(self, client: socket.socket) -> None:
+        try:
+            streams = await asyncio.wait_for(self._negotiate_tls(client), _STARTUP_TIMEOUT)
+            if streams is None:
+                return
+            reader, writer = streams
+            try:
+                started = await asyncio.wait_for(self._startup(reader, writer), _STARTUP_TIMEOUT)
+                if started is None:
+                    return
+                session, connection = started
+                self.sessions[session.id] = session
+                try:
+                    await session.run(
+                        writer.transport,  # type: ignore[arg-type]
+                        _take_buffered(reader),
+                        connection.writer.transport,  # type: ignore[arg-type]
+                        _take_buffered(connection.reader),
+                    )
+                finally:
+                    del self.sessions[session.id]
+                    self._cancel_keys = {
+                        k: v for k, v in self._cancel_keys.items() if v is not session
+                    }
+            finally:
+                writer.close()
+        except (OSError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError,
+                protocol.ProtocolError) as exc:
+            _log.debug("connection ended: %s", exc)
+        finally:
+            client.close()
+
+    async def _negotiate_tls(
+        self, client: socket.socket
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await _peek(client)
+            if first is None:
+                return None
+            if first == _TLS_HANDSHAKE:
+                streams = await self._wrap(client)
+                if streams[1].get_extra_info("ssl_object").selected_alpn_protocol() != "postgresql":
+                    streams[1].close()
+                    return None  # PostgreSQL requires ALPN for direct TLS
+                return streams
+            header = await _receive_exactly(client, 8)
+            length, code = protocol.int32(header), protocol.int32(header, 4)
+            if length == 8 and code == protocol.SSL_REQUEST:
+                await loop.sock_sendall(client, b"S")
+                return await self._wrap(client)
+            if length == 8 and code == protocol.GSSENC_REQUEST:
+                await loop.sock_sendall(client, b"N")
+                continue
+            if code == protocol.CANCEL_REQUEST and length == 16:
+                await self._cancel(await _receive_exactly(client, 8))
+                return None
+            await loop.sock_sendall(
+                client,
+                protocol.error(
+                    "28000",
+                    "unable to accept connection, SSL/TLS is required",
+                    hint="connect with sslmode=verify-full (TLS is mandatory on Aurora DSQL)",
+                    fatal=True,
+                ),
+            )
+            return None
+
+    async def _wrap(
+        self, client: socket.socket
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 20)
+        reader_protocol = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: reader_protocol, client, ssl=self._tls
+        )
+        return reader, asyncio.StreamWriter(transport, reader_protocol, reader, loop)
+
+    async def _cancel(self, key: bytes) -> None:
+        session = self._cancel_keys.get((protocol.int32(key), protocol.int32(key, 4)))
+        if session is not None:
+            await backend.cancel(self.address, *session.backend_key)
+
+    async def _startup(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[Session, backend.BackendConnection] | None:
+        length = protocol.int32(await reader.readexactly(4))
+        if not 8 <= length <= 10000:
+            raise protocol.ProtocolError(f"invalid startup packet length {length}")
+        body = await reader.readexactly(length - 4)
+        version = protocol.int32(body)
+        if version == protocol.CANCEL_REQUEST:
+            await self._cancel(body[4:12])
+            return None
+        if version != protocol.PROTOCOL_3_0:
+            await _fatal(writer, "08P01", f"unsupported frontend protocol {version >> 16}.{version & 0xFFFF}")
+            return None
+        parameters = protocol.parse_startup_pairs(body[4:])
+        user = parameters.get("user", "")
+        database = parameters.get("database") or user
+        if not user:
+            await _fatal(writer, "28000", "no user name given in the startup packet")
+            return None
+        if database != backend.DATABASE:
+            await _fatal(
+                writer,
+                "3D000",
+                f'database "{database}" does not exist',
+                hint="Aurora DSQL has a single database, postgres",
+            )
+            return None
+        if self.config.authenticate and not await self._check_token(reader, writer, user):
+            return None
+        forwarded = {k: v for k, v in parameters.items() if k in _FORWARDED_PARAMETERS}
+        try:
+            connection = await backend.connect(self.address, user, forwarded)
+        except backend.BackendError as exc:
+            await _fatal(writer, "28000", f"unable to accept connection: {exc}")
+            return None
+        session = Session(self, user, (connection.process_id, connection.secret))
+        secret = random.getrandbits(31)
+        self._cancel_keys[(session.id, secret)] = session
+        greeting = protocol.authentication(0)
+        for name, value in connection.parameters.items():
+            greeting += protocol.parameter_status(name, value)
+        greeting += protocol.backend_key_data(session.id, secret)
+        greeting += protocol.ready_for_query(b"I")
+        writer.write(greeting)
+        return session, connection
+
+    async def _check_token(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, user: str
+    ) -> bool:
+        writer.write(protocol.authentication(3))  # cleartext password, inside TLS
+        await writer.drain()
+        header = await reader.readexactly(5)
+        if header[:1] != b"p":
+            raise protocol.ProtocolError("expected a password message")
+        token = (await reader.readexactly(protocol.int32(header, 1) - 4)).rstrip(b"\x00").decode()
+        try:
+            self._verifier.verify(user, token)
+        except TokenRejected as exc:
+            await _fatal(writer, "28P01", f"unable to accept connection, access denied: {exc}")
+            return False
+        return True
+
+
+async def _fatal(writer: asyncio.StreamWriter, sqlstate: str, text: str, hint: str | None = None) -> None:
+    writer.write(protocol.error(sqlstate, text, hint=hint, fatal=True))
+    with contextlib.suppress(OSError):
+        await writer.drain()
+
+
+def _take_buffered(reader: asyncio.StreamReader) -> bytes:
+    """Bytes a stream reader already holds, before its transport is handed to a session."""
+    buffered: bytearray = reader._buffer  # type: ignore[attr-defined]
+    data = bytes(buffered)
+    buffered.clear()
+    return data
+
+
+async def _peek(client: socket.socket) -> int | None:
+    """The first byte the client sent, left unread (None if it hung up)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            data = client.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            ready = loop.create_future()
+            loop.add_reader(client.fileno(), lambda: ready.done() or ready.set_result(None))
+            try:
+                await ready
+            finally:
+                loop.remove_reader(client.fileno())
+            continue
+        return data[0] if data else None
+
+
+async def _receive_exactly(client: socket.socket, size: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    data = b""
+    while len(data) < size:
+        chunk = await loop.sock_recv(client, size - len(data))
+        if not chunk:
+            raise asyncio.IncompleteReadError(data, size)
+        data += chunk
+    return data
