@@ -85,10 +85,18 @@ def main() -> int:
     with LocalDSQL() as dsql:
         results = asyncio.run(_measure(dsql, args.rounds, args.batches))
     rows = []
-    for name, label in (("direct", "backend directly (unix socket)"), ("proxy", "dsql-local (TLS, rules on)")):
+    for name, label in (
+        ("direct", "backend directly (unix socket)"),
+        ("proxy", "dsql-local (TLS, rules on)"),
+    ):
         samples = results[name]
         rows.append(
-            (label, statistics.median(samples), _percentile(samples, 0.99), statistics.mean(samples))
+            (
+                label,
+                statistics.median(samples),
+                _percentile(samples, 0.99),
+                statistics.mean(samples),
+            )
         )
     added = rows[1][1] - rows[0][1]
     verdict = "meets" if added < TARGET_MS else "MISSES"

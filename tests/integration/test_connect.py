@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import ssl
+from pathlib import Path
 from unittest import mock
 
 import asyncpg
@@ -163,14 +164,15 @@ async def test_only_the_postgres_database_exists(dsql: LocalDSQL) -> None:
 
 
 def test_auth_none_accepts_any_password_for_debugging() -> None:
-    with LocalDSQL(authenticate=False) as emulator, psycopg.connect(
-        emulator.conninfo(), password="anything"
-    ) as conn:
+    with (
+        LocalDSQL(authenticate=False) as emulator,
+        psycopg.connect(emulator.conninfo(), password="anything") as conn,
+    ):
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_ca_and_endpoint_reported(dsql: LocalDSQL) -> None:
-    pem = open(dsql.ca_file).read()
+    pem = Path(dsql.ca_file).read_text()
     assert pem.startswith("-----BEGIN CERTIFICATE-----")
     assert dsql.endpoint.endswith(f".dsql.{dsql.region}.on.aws")
     assert dsql.credentials.access_key.startswith("AKIA")

@@ -39,8 +39,10 @@ def strict() -> Iterator[LocalDSQL]:
 
 async def test_index_job_completes_and_is_listed(conn: asyncpg.Connection) -> None:
     await conn.execute("CREATE TABLE IF NOT EXISTS job_t (id bigint PRIMARY KEY, a int, b text)")
-    await conn.execute("INSERT INTO job_t SELECT g, g % 7, 'x' FROM generate_series(1, 100) g "
-                       "ON CONFLICT DO NOTHING")
+    await conn.execute(
+        "INSERT INTO job_t SELECT g, g % 7, 'x' FROM generate_series(1, 100) g "
+        "ON CONFLICT DO NOTHING"
+    )
     job_id = await conn.fetchval(
         "CREATE UNIQUE INDEX ASYNC IF NOT EXISTS job_t_b_idx ON job_t (id, a NULLS FIRST) "
         "INCLUDE (b) NULLS NOT DISTINCT WHERE a > 0"
@@ -77,7 +79,9 @@ async def test_unique_build_over_duplicates_fails_the_job(conn: asyncpg.Connecti
     )
     assert status == "failed"
     assert "duplicate" in details.lower() or "unique" in details.lower()
-    assert await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE indexname = 'dup_t_email'") == 0
+    assert (
+        await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE indexname = 'dup_t_email'") == 0
+    )
 
 
 async def test_validate_constraint_job(conn: asyncpg.Connection) -> None:
@@ -90,12 +94,16 @@ async def test_validate_constraint_job(conn: asyncpg.Connection) -> None:
     )
     job_id = await conn.fetchval("ALTER TABLE ASYNC child_t VALIDATE CONSTRAINT child_parent_fk")
     assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
-    assert await conn.fetchval(
-        "SELECT job_type FROM sys.jobs WHERE job_id = $1", job_id
-    ) == "VALIDATE_CONSTRAINT"
-    assert await conn.fetchval(
-        "SELECT convalidated FROM pg_constraint WHERE conname = 'child_parent_fk'"
-    ) is True
+    assert (
+        await conn.fetchval("SELECT job_type FROM sys.jobs WHERE job_id = $1", job_id)
+        == "VALIDATE_CONSTRAINT"
+    )
+    assert (
+        await conn.fetchval(
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'child_parent_fk'"
+        )
+        is True
+    )
 
 
 async def test_async_ddl_is_not_allowed_in_a_multi_statement_query(
@@ -200,9 +208,14 @@ async def test_conflicting_writers_get_oc000(dsql: LocalDSQL) -> None:
         assert await second.fetchval("SELECT n FROM occ_t WHERE id = 1") == 0
         await first.execute("UPDATE occ_t SET n = n + 1 WHERE id = 1")
         await first.execute("COMMIT")
-        with pytest.raises(asyncpg.SerializationError) as caught:
+
+        async def increment_and_commit() -> None:
+            # DSQL fails the COMMIT; PostgreSQL already fails the UPDATE. Both are 40001.
             await second.execute("UPDATE occ_t SET n = n + 1 WHERE id = 1")
             await second.execute("COMMIT")
+
+        with pytest.raises(asyncpg.SerializationError) as caught:
+            await increment_and_commit()
         assert caught.value.sqlstate == "40001"
         assert "(OC000)" in str(caught.value)
         await second.execute("ROLLBACK")

@@ -70,11 +70,10 @@ REFUSED = [
 
 
 @pytest.fixture(scope="module")
-async def _rules_table(dsql: LocalDSQL) -> AsyncIterator[None]:
+async def _rules_table(dsql: LocalDSQL) -> None:
     conn = await asyncpg.connect(**dsql.connect_kwargs())
     await conn.execute("CREATE TABLE IF NOT EXISTS rules_t (id bigint PRIMARY KEY, a int)")
     await conn.close()
-    yield
 
 
 @pytest.fixture
@@ -109,7 +108,9 @@ async def test_refused_in_extended_protocol(
     assert await conn.fetchval("SELECT $1::int", 7) == 7
 
 
-@pytest.mark.parametrize(("sql", "sqlstate", "word"), REFUSED[:12], ids=[r[0][:40] for r in REFUSED[:12]])
+@pytest.mark.parametrize(
+    ("sql", "sqlstate", "word"), REFUSED[:12], ids=[r[0][:40] for r in REFUSED[:12]]
+)
 def test_refused_for_psycopg(dsql: LocalDSQL, sql: str, sqlstate: str, word: str) -> None:
     with psycopg.connect(dsql.conninfo(), autocommit=True) as connection:
         with pytest.raises(psycopg.Error) as caught:
@@ -134,10 +135,15 @@ async def test_refusal_inside_a_transaction_aborts_it_like_a_server_error(
 
 async def test_pipelined_extended_batch_fails_at_the_refused_message(dsql: LocalDSQL) -> None:
     with psycopg.connect(dsql.conninfo(), autocommit=True) as connection:
-        with pytest.raises(psycopg.errors.FeatureNotSupported), connection.pipeline():
-            connection.execute("SELECT 1")
-            connection.execute("SELECT pg_advisory_lock(%s)", (1,))
-            connection.execute("SELECT 3")
+
+        def pipelined() -> None:
+            with connection.pipeline():
+                connection.execute("SELECT 1")
+                connection.execute("SELECT pg_advisory_lock(%s)", (1,))
+                connection.execute("SELECT 3")
+
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            pipelined()
         assert connection.execute("SELECT 4").fetchone() == (4,)
 
 

@@ -40,7 +40,7 @@ from botocore.credentials import Credentials
 from .backend import DATABASE, Backend
 from .server import Server, ServerConfig
 from .session import Counters, Limits, LoggedStatement
-from .tokens import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, test_credentials
+from .tokens import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, fixed_test_credentials
 
 __all__ = [
     "DEFAULT_CLUSTER_ID",
@@ -93,7 +93,7 @@ class LocalDSQL:
         self.host = "127.0.0.1"
         self.region = region
         self.endpoint = f"{cluster_id}.dsql.{region}.on.aws"
-        self.credentials = test_credentials() if credentials is None else credentials[0]
+        self.credentials = fixed_test_credentials() if credentials is None else credentials[0]
         self._all_credentials = tuple(credentials or (self.credentials,))
         self._requested_port = port
         self._backend = Backend(
@@ -206,7 +206,9 @@ class LocalDSQL:
         """A libpq URL of the backend PostgreSQL itself, bypassing the proxy (for benchmarks)."""
         address = self._backend.address
         if address.host.startswith("/"):
-            return f"postgresql://{address.user}@/{DATABASE}?host={address.host}&port={address.port}"
+            return (
+                f"postgresql://{address.user}@/{DATABASE}?host={address.host}&port={address.port}"
+            )
         password = f":{address.password}" if address.password else ""
         return f"postgresql://{address.user}{password}@{address.host}:{address.port}/{DATABASE}"
 
@@ -227,7 +229,9 @@ class LocalDSQL:
                 )
             )
         return str(
-            self._token_client.generate_db_connect_auth_token(self.endpoint, self.region, expires_in)
+            self._token_client.generate_db_connect_auth_token(
+                self.endpoint, self.region, expires_in
+            )
         )
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -334,4 +338,4 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         import uvloop
     except ImportError:
         return asyncio.new_event_loop()
-    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    return uvloop.new_event_loop()

@@ -75,6 +75,7 @@ GRANT EXECUTE ON FUNCTION sys.wait_for_job(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION sys._submit_job(text, text, text, text) TO PUBLIC;
 """
 
+
 class BackendError(Exception):
     """The backend PostgreSQL could not be started or reached."""
 
@@ -136,7 +137,7 @@ class Backend:
             self.address = BackendAddress.from_url(self.url)
             return
         try:
-            import pgserver
+            from pgserver.postgres_server import get_server
         except ImportError as exc:  # pragma: no cover - depends on the installed extras
             raise BackendError(
                 "the embedded backend needs pgserver: pip install 'sqlalchemy-dsql[local]', "
@@ -148,7 +149,7 @@ class Backend:
         else:
             data_dir = self.data_dir
             data_dir.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        server = get_server(data_dir, cleanup_mode="stop")
         self._server = server
         socket_dir = urlsplit(server.get_uri()).query.split("host=", 1)[1]
         self.address = BackendAddress(host=unquote(socket_dir), port=5432, user="postgres")
@@ -269,7 +270,9 @@ async def _authenticate(
             return
         password = address.password
         if password is None:
-            raise BackendError(f"the backend asks for a password for {address.user!r}; put it in the URL")
+            raise BackendError(
+                f"the backend asks for a password for {address.user!r}; put it in the URL"
+            )
         if code == 3:
             writer.write(protocol.message(b"p", protocol.cstring(password)))
         elif code == 5:
@@ -307,7 +310,9 @@ async def _scram_sha_256(
     without_proof = f"c=biws,r={attributes['r']}"
     auth_message = f"{client_first_bare},{server_first},{without_proof}".encode()
     signature = hmac.digest(stored_key, auth_message, "sha256")
-    proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature))).decode()
+    proof = base64.b64encode(
+        bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    ).decode()
     writer.write(protocol.message(b"p", f"{without_proof},p={proof}".encode()))
     kind, body = await _read_message(reader)
     if kind == b"E":

@@ -8,6 +8,7 @@ the fixed test credentials (for psql: ``PGPASSWORD=$(dsql-local token)``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -37,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-connection-age", type=float, default=3600.0, metavar="SECONDS")
     parser.add_argument("--max-transaction-age", type=float, default=300.0, metavar="SECONDS")
     parser.add_argument("--max-rows-per-transaction", type=int, default=3000, metavar="ROWS")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="one-way delay per message batch")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="one-way delay per message batch"
+    )
     parser.add_argument(
         "--no-second-opinion", action="store_true", help="do not consult dsql-lint on DDL"
     )
@@ -66,13 +69,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     dsql.start()
+    auth = "IAM tokens, test credentials below" if args.auth == "iam" else "NONE (debug only)"
+    token_command = "dsql-local token"
+    if args.cluster_id != DEFAULT_CLUSTER_ID or args.region != DEFAULT_REGION:
+        token_command += f" --cluster-id {args.cluster_id} --region {args.region}"
     try:
         print(
             f"dsql-local is ready\n"
             f"  endpoint  {dsql.endpoint} (dial {dsql.host}:{dsql.port})\n"
             f"  region    {dsql.region}\n"
             f"  CA file   {dsql.ca_file}\n"
-            f"  auth      {'IAM tokens, test credentials below' if args.auth == 'iam' else 'NONE (debug)'}\n"
+            f"  auth      {auth}\n"
             f"\n# environment for clients (the key pair is a fixed, fake test key)\n"
             f"export AWS_ACCESS_KEY_ID={dsql.credentials.access_key}\n"
             f"export AWS_SECRET_ACCESS_KEY={dsql.credentials.secret_key}\n"
@@ -80,16 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"export DSQL_LOCAL_ENDPOINT={dsql.endpoint}\n"
             f"export PGHOST={dsql.host} PGPORT={dsql.port} PGUSER=admin PGDATABASE=postgres\n"
             f"export PGSSLMODE=verify-full PGSSLROOTCERT={dsql.ca_file}\n"
-            f"# psql: PGPASSWORD=$(dsql-local token --port {dsql.port}) psql\n"
+            f"# psql: PGPASSWORD=$({token_command}) psql\n"
             f"\nCtrl-C to stop.",
             flush=True,
         )
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass
     finally:
         dsql.stop()
     return 0

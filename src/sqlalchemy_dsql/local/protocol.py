@@ -74,7 +74,7 @@ def parse_startup_pairs(body: bytes) -> dict[str, str]:
     items = body.rstrip(b"\x00").split(b"\x00")
     if len(items) % 2:
         raise ProtocolError("startup packet has an odd number of parameter strings")
-    for key, value in zip(items[0::2], items[1::2]):
+    for key, value in zip(items[0::2], items[1::2], strict=True):
         pairs[key.decode()] = value.decode()
     return pairs
 

@@ -30,8 +30,15 @@ _TLS_HANDSHAKE = 0x16
 _STARTUP_TIMEOUT = 30.0
 # Parameters a client may pass at startup that the backend session should get too.
 _FORWARDED_PARAMETERS = frozenset(
-    {"application_name", "client_encoding", "DateStyle", "TimeZone", "extra_float_digits",
-     "IntervalStyle", "search_path"}
+    {
+        "application_name",
+        "client_encoding",
+        "DateStyle",
+        "TimeZone",
+        "extra_float_digits",
+        "IntervalStyle",
+        "search_path",
+    }
 )
 _SECOND_OPINION_KINDS = frozenset({rules.Kind.DDL, rules.Kind.ASYNC_DDL})
 
@@ -112,7 +119,7 @@ class Server(SessionHost):
 
     def cached_second_opinion(
         self, sql: str, verdict: rules.Verdict
-    ) -> rules.Rejection | None | bool:
+    ) -> rules.Rejection | bool | None:
         if not self.config.second_opinion:
             return None
         if not any(s.kind in _SECOND_OPINION_KINDS for s in verdict.statements):
@@ -164,8 +171,13 @@ class Server(SessionHost):
                     }
             finally:
                 writer.close()
-        except (OSError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError,
-                protocol.ProtocolError) as exc:
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            ssl.SSLError,
+            asyncio.TimeoutError,
+            protocol.ProtocolError,
+        ) as exc:
             _log.debug("connection ended: %s", exc)
         finally:
             client.close()
@@ -234,7 +246,9 @@ class Server(SessionHost):
             await self._cancel(body[4:12])
             return None
         if version != protocol.PROTOCOL_3_0:
-            await _fatal(writer, "08P01", f"unsupported frontend protocol {version >> 16}.{version & 0xFFFF}")
+            await _fatal(
+                writer, "08P01", f"unsupported frontend protocol {version >> 16}.{version & 0xFFFF}"
+            )
             return None
         parameters = protocol.parse_startup_pairs(body[4:])
         user = parameters.get("user", "")
@@ -286,7 +300,9 @@ class Server(SessionHost):
         return True
 
 
-async def _fatal(writer: asyncio.StreamWriter, sqlstate: str, text: str, hint: str | None = None) -> None:
+async def _fatal(
+    writer: asyncio.StreamWriter, sqlstate: str, text: str, hint: str | None = None
+) -> None:
     writer.write(protocol.error(sqlstate, text, hint=hint, fatal=True))
     with contextlib.suppress(OSError):
         await writer.drain()
@@ -302,19 +318,28 @@ def _take_buffered(reader: asyncio.StreamReader) -> bytes:
 
 async def _peek(client: socket.socket) -> int | None:
     """The first byte the client sent, left unread (None if it hung up)."""
-    loop = asyncio.get_running_loop()
     while True:
         try:
             data = client.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
-            ready = loop.create_future()
-            loop.add_reader(client.fileno(), lambda: ready.done() or ready.set_result(None))
-            try:
-                await ready
-            finally:
-                loop.remove_reader(client.fileno())
+            await _readable(client)
             continue
         return data[0] if data else None
+
+
+async def _readable(client: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(client.fileno(), wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(client.fileno())
 
 
 async def _receive_exactly(client: socket.socket, size: int) -> bytes:

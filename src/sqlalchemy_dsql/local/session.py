@@ -27,7 +27,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
 from . import jobs, protocol, rules
 from .catalog import Catalog
@@ -50,6 +50,9 @@ _SECOND_DDL = Rejection(
     "run each DDL statement in its own transaction",
 )
 _CALL = re.compile(r"^\s*CALL\s+", re.IGNORECASE)
+_AWS_IAM = re.compile(r"^\s*AWS\s+IAM\s+(GRANT|REVOKE)\b", re.IGNORECASE)
+# IAM mappings do not exist here: any configured key may log in as any role.
+_AWS_IAM_BACKEND_TEXT = "DO $$ BEGIN END $$"
 _CATALOG_CHECKED = frozenset({Kind.READ, Kind.WRITE, Kind.WAIT_FOR_JOB})
 # Backend messages relayed without a look: DataRow, RowDescription, ParseComplete,
 # BindComplete, ParameterDescription, NoData.
@@ -112,7 +115,7 @@ class SessionHost:
     totals: Counters
     log_statement: Callable[[LoggedStatement], None] | None
 
-    def cached_second_opinion(self, sql: str, verdict: rules.Verdict) -> Rejection | None | bool:
+    def cached_second_opinion(self, sql: str, verdict: rules.Verdict) -> Rejection | bool | None:
         """The dsql-lint verdict if known; ``False`` if it must be fetched first."""
         raise NotImplementedError
 
@@ -147,9 +150,12 @@ class _Side(asyncio.Protocol):
         on_lost: Callable[[], None],
         on_flow: Callable[[bool], None],
     ) -> None:
-        self.data_received = on_data  # type: ignore[method-assign]
+        self._on_data = on_data
         self._on_lost = on_lost
         self._on_flow = on_flow
+
+    def data_received(self, data: bytes) -> None:
+        self._on_data(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._on_lost()
@@ -739,6 +745,8 @@ def _backend_text(verdict: rules.Verdict, sql: str) -> str:
     if statement.kind is Kind.WAIT_FOR_JOB:
         # The backend helper is a function, so DSQL's CALL form becomes a SELECT.
         return _CALL.sub("SELECT ", sql, count=1)
+    if statement.kind is Kind.DDL and _AWS_IAM.match(sql):
+        return _AWS_IAM_BACKEND_TEXT
     return sql
 
 

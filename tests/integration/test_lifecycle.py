@@ -1,0 +1,144 @@
+"""Starting and stopping the emulator, its command line, an external backend, cancels."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import psutil
+import psycopg
+import pytest
+
+from sqlalchemy_dsql.local import LocalDSQL
+
+pytestmark = pytest.mark.integration
+
+
+def _postgres_processes(data_dir: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "postgres" and data_dir in " ".join(
+            process.info["cmdline"] or []
+        ):
+            found.append(process)
+    return found
+
+
+def test_stop_leaves_no_backend_process_behind(tmp_path: Path) -> None:
+    data_dir = tmp_path / "pgdata"
+    with LocalDSQL(data_dir=data_dir) as emulator, psycopg.connect(emulator.conninfo()) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert _postgres_processes(str(data_dir))
+    assert not _postgres_processes(str(data_dir))
+
+
+def test_data_dir_keeps_data_across_restarts(tmp_path: Path) -> None:
+    data_dir = tmp_path / "pgdata"
+    with (
+        LocalDSQL(data_dir=data_dir) as emulator,
+        psycopg.connect(emulator.conninfo(), autocommit=True) as conn,
+    ):
+        conn.execute("CREATE TABLE kept (id bigint PRIMARY KEY)")
+        conn.execute("INSERT INTO kept VALUES (7)")
+    with LocalDSQL(data_dir=data_dir) as emulator, psycopg.connect(emulator.conninfo()) as conn:
+        assert conn.execute("SELECT id FROM kept").fetchall() == [(7,)]
+
+
+def test_existing_server_as_backend(dsql: LocalDSQL) -> None:
+    """A second emulator in front of the first one's PostgreSQL, given by URL."""
+    with (
+        LocalDSQL(backend_url=dsql.backend_url) as emulator,
+        psycopg.connect(emulator.conninfo(), autocommit=True) as conn,
+    ):
+        assert conn.execute("SHOW transaction_isolation").fetchone() == ("repeatable read",)
+        conn.execute("CREATE TABLE IF NOT EXISTS shared_t (id bigint PRIMARY KEY, a int)")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("TRUNCATE shared_t")
+        job_id = conn.execute(
+            "CREATE INDEX ASYNC IF NOT EXISTS shared_idx ON shared_t (a)"
+        ).fetchone()
+        assert job_id is not None
+        assert conn.execute("SELECT sys.wait_for_job(%s)", job_id).fetchone() == (True,)
+
+
+def test_backend_url_must_name_the_postgres_database() -> None:
+    with pytest.raises(Exception, match="must be 'postgres'"):
+        LocalDSQL(backend_url="postgresql://postgres@localhost/app").start()
+
+
+def test_bad_limits_are_refused_up_front() -> None:
+    with pytest.raises(ValueError, match="max_connection_age"):
+        LocalDSQL(max_connection_age=0)
+    with pytest.raises(ValueError, match="latency_ms"):
+        LocalDSQL(latency_ms=-1)
+
+
+async def test_cancel_request_reaches_the_backend(dsql: LocalDSQL) -> None:
+    conn = await asyncpg.connect(**dsql.connect_kwargs())
+    try:
+        with pytest.raises(asyncio.TimeoutError):
+            await conn.fetchval("SELECT pg_sleep(30)", timeout=0.5)
+        # asyncpg sent a CancelRequest on timeout; the connection is usable again.
+        assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await conn.close()
+
+
+async def test_aws_iam_grant_is_accepted(dsql: LocalDSQL) -> None:
+    conn = await asyncpg.connect(**dsql.connect_kwargs())
+    try:
+        await conn.execute("AWS IAM GRANT admin TO 'arn:aws:iam::123456789012:role/app'")
+        await conn.execute("AWS IAM REVOKE admin FROM 'arn:aws:iam::123456789012:role/app'")
+    finally:
+        await conn.close()
+
+
+def test_command_line_serves_until_interrupted(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sqlalchemy_dsql.local.cli", "--port", "0", "--log-statements"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C"):
+                break
+        output = "".join(lines)
+        assert "dsql-local is ready" in output
+        exports = dict(
+            item.split("=", 1)
+            for line in lines
+            if line.startswith("export ")
+            for item in line.split()[1:]
+        )
+        token = subprocess.run(
+            [sys.executable, "-m", "sqlalchemy_dsql.local.cli", "token"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        with psycopg.connect(
+            host=exports["PGHOST"],
+            port=exports["PGPORT"],
+            user=exports["PGUSER"],
+            dbname=exports["PGDATABASE"],
+            sslmode=exports["PGSSLMODE"],
+            sslrootcert=exports["PGSSLROOTCERT"],
+            password=token,
+        ) as conn:
+            assert conn.execute("SELECT 'via cli'").fetchone() == ("via cli",)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert "SELECT 'via cli'" in err
