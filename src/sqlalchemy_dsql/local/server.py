@@ -156,7 +156,6 @@ class Server(SessionHost):
                 if started is None:
                     return
                 session, connection = started
-                self.sessions[session.id] = session
                 try:
                     await session.run(
                         writer.transport,  # type: ignore[arg-type]
@@ -273,6 +272,7 @@ class Server(SessionHost):
             await _fatal(writer, "28000", f"unable to accept connection: {exc}")
             return None
         session = Session(self, user, (connection.process_id, connection.secret))
+        self.sessions[session.id] = session  # before the client can see it is connected
         secret = random.getrandbits(31)
         self._cancel_keys[(session.id, secret)] = session
         greeting = protocol.authentication(0)

@@ -190,7 +190,7 @@ class Session:
         self._closed = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         # Request side.
-        self._incoming = bytearray()
+        self._incoming = b""
         self._delayed: deque[tuple[float, bytes]] = deque()
         self._waiting = False
         self._jobs_waited = False
@@ -204,7 +204,7 @@ class Session:
         self._rejections: dict[int, Rejection] = {}
         self._poison_ids = itertools.count(1)
         # Response side.
-        self._outgoing = bytearray()
+        self._outgoing = b""
         # Request kinds whose final reply has not come back yet, oldest first.
         self._expect: deque[int] = deque()
         self._idle = asyncio.Event()
@@ -263,7 +263,7 @@ class Session:
             if len(self._delayed) == 1:
                 self._loop.call_at(self._delayed[0][0], self._release_delayed)
             return
-        self._incoming += data
+        self._incoming = self._incoming + data if self._incoming else data
         self._process_client()
 
     def _release_delayed(self) -> None:
@@ -275,19 +275,20 @@ class Session:
         self._process_client()
 
     def _process_client(self) -> None:
+        incoming = self._incoming
         consumed = 0
         try:
-            for kind, start, end in protocol.split(self._incoming):
+            for kind, start, end in protocol.split(incoming):
                 if self._waiting or self._closed.is_set():
                     break
-                waiter = self._on_client_message(kind, bytes(self._incoming[start:end]))
+                waiter = self._on_client_message(kind, incoming[start:end])
                 if waiter is not None:
                     self._pause_until(waiter)  # the message stays unconsumed and is retried
                     break
                 consumed = end
         except protocol.ProtocolError:
             self.close()
-        del self._incoming[:consumed]
+        self._incoming = incoming[consumed:]
         self._flush()
 
     def _pause_until(self, waiter: Waiter) -> None:
@@ -438,7 +439,7 @@ class Session:
         return None
 
     def _on_sync(self, raw: bytes) -> None:
-        if not self._tx.explicit:
+        if self._tx.active and not self._tx.explicit:
             self._end_transaction(committed=not self._batch_failed)
         self._batch_failed = False
         self._forward(0x53, raw)
@@ -609,7 +610,7 @@ class Session:
             self.close()
             return
         out += buffer[copied:last]
-        self._outgoing = bytearray(buffer[last:])
+        self._outgoing = buffer[last:]
         if out and self._client is not None:
             self._client.write(out)
 
@@ -697,6 +698,8 @@ class Session:
         self._backend.write(protocol.message(b"Q", protocol.cstring(f"{_MARKER}0")))
 
     def _on_command_complete(self, raw: bytes) -> bytes:
+        if raw[5] == 0x53:  # SELECT, SET, SHOW: nothing to count or track
+            return raw
         tag = protocol.command_tag(raw[5:])
         if tag == "BEGIN":
             self._response_explicit = True
