@@ -259,7 +259,13 @@ class LocalDSQL:
         )
 
     def url(self, driver: str = "asyncpg", user: str = "admin") -> str:
-        """A SQLAlchemy URL (``postgresql+<driver>``) embedding a fresh token (valid 15 min)."""
+        """A SQLAlchemy URL (``postgresql+<driver>``) embedding a fresh token (valid 15 min).
+
+        libpq drivers (psycopg, psycopg2) find the CA through the URL. asyncpg
+        cannot take a CA file from SQLAlchemy's URL, so pass
+        ``connect_args={"ssl": dsql.ssl_context()}``; without it the URL's
+        ``ssl=verify-full`` makes the connection fail rather than go unverified.
+        """
         from urllib.parse import quote
 
         password = quote(self.token(user), safe="")
