@@ -78,6 +78,21 @@ def test_bad_limits_are_refused_up_front() -> None:
         LocalDSQL(latency_ms=-1)
 
 
+async def test_connection_rate_and_count_limits() -> None:
+    async with LocalDSQL(connections_per_second=0.01, connection_burst=2) as emulator:
+        kept = [await asyncpg.connect(**emulator.connect_kwargs()) for _ in range(2)]
+        with pytest.raises(asyncpg.PostgresError, match="rate exceeded") as caught:
+            await asyncpg.connect(**emulator.connect_kwargs())
+        assert caught.value.sqlstate == "53400"
+        for conn in kept:
+            await conn.close()
+    async with LocalDSQL(max_connections=1) as emulator:
+        conn = await asyncpg.connect(**emulator.connect_kwargs())
+        with pytest.raises(asyncpg.TooManyConnectionsError, match="too many connections"):
+            await asyncpg.connect(**emulator.connect_kwargs())
+        await conn.close()
+
+
 async def test_cancel_request_reaches_the_backend(dsql: LocalDSQL) -> None:
     conn = await asyncpg.connect(**dsql.connect_kwargs())
     try:

@@ -79,14 +79,23 @@ class LocalDSQL:
         max_connection_age: float = 3600.0,
         max_transaction_age: float = 300.0,
         max_rows_per_transaction: int = 3000,
+        max_connections: int = 10_000,
+        connections_per_second: float = 100.0,
+        connection_burst: int = 1000,
         latency_ms: float = 0.0,
         second_opinion: bool = True,
         statement_log: bool | Callable[[LoggedStatement], None] = False,
     ) -> None:
-        if max_connection_age < 1 or max_transaction_age <= 0 or max_rows_per_transaction < 1:
+        if (
+            max_connection_age < 1
+            or max_transaction_age <= 0
+            or min(max_rows_per_transaction, max_connections, connection_burst) < 1
+            or connections_per_second <= 0
+        ):
             raise ValueError(
                 "limits must be positive: max_connection_age >= 1 s, max_transaction_age > 0, "
-                "max_rows_per_transaction >= 1"
+                "connections_per_second > 0, and max_rows_per_transaction, max_connections "
+                "and connection_burst >= 1"
             )
         if latency_ms < 0:
             raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
@@ -99,7 +108,14 @@ class LocalDSQL:
         self._backend = Backend(
             url=backend_url, data_dir=Path(data_dir) if data_dir is not None else None
         )
-        self._limits = Limits(max_connection_age, max_transaction_age, max_rows_per_transaction)
+        self._limits = Limits(
+            max_connection_age,
+            max_transaction_age,
+            max_rows_per_transaction,
+            max_connections,
+            connections_per_second,
+            connection_burst,
+        )
         self._latency = latency_ms / 1000.0
         self._authenticate = authenticate
         self._second_opinion = second_opinion

@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-connection-age", type=float, default=3600.0, metavar="SECONDS")
     parser.add_argument("--max-transaction-age", type=float, default=300.0, metavar="SECONDS")
     parser.add_argument("--max-rows-per-transaction", type=int, default=3000, metavar="ROWS")
+    parser.add_argument("--max-connections", type=int, default=10_000)
+    parser.add_argument("--connections-per-second", type=float, default=100.0)
+    parser.add_argument("--connection-burst", type=int, default=1000)
     parser.add_argument(
         "--latency-ms", type=float, default=0.0, help="one-way delay per message batch"
     )
@@ -60,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_connection_age=args.max_connection_age,
         max_transaction_age=args.max_transaction_age,
         max_rows_per_transaction=args.max_rows_per_transaction,
+        max_connections=args.max_connections,
+        connections_per_second=args.connections_per_second,
+        connection_burst=args.connection_burst,
         latency_ms=args.latency_ms,
         second_opinion=not args.no_second_opinion,
         statement_log=_print_statement if args.log_statements else False,

@@ -14,6 +14,7 @@ import logging
 import random
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -77,6 +78,8 @@ class Server(SessionHost):
         self.sessions: dict[int, Session] = {}
         self._tls = tls
         self._verifier = TokenVerifier.create(config.endpoint, config.region, config.credentials)
+        self._connection_tokens = float(config.limits.connection_burst)
+        self._tokens_updated = time.monotonic()
         self._second_opinions: dict[str, rules.Rejection | None] = {}
         self._cancel_keys: dict[tuple[int, int], Session] = {}
         self._listener: socket.socket | None = None
@@ -263,6 +266,10 @@ class Server(SessionHost):
                 hint="Aurora DSQL has a single database, postgres",
             )
             return None
+        refusal = self._admission_refusal()
+        if refusal is not None:
+            await _fatal(writer, *refusal)
+            return None
         if self.config.authenticate and not await self._check_token(reader, writer, user):
             return None
         forwarded = {k: v for k, v in parameters.items() if k in _FORWARDED_PARAMETERS}
@@ -282,6 +289,22 @@ class Server(SessionHost):
         greeting += protocol.ready_for_query(b"I")
         writer.write(greeting)
         return session, connection
+
+    def _admission_refusal(self) -> tuple[str, str] | None:
+        """DSQL's cluster-wide connection quotas: a token bucket for the rate, and a cap."""
+        limits = self.limits
+        if len(self.sessions) >= limits.max_connections:
+            return "53300", f"too many connections: the limit is {limits.max_connections}"
+        now = time.monotonic()
+        self._connection_tokens = min(
+            float(limits.connection_burst),
+            self._connection_tokens + (now - self._tokens_updated) * limits.connections_per_second,
+        )
+        self._tokens_updated = now
+        if self._connection_tokens < 1:
+            return "53400", "rate exceeded: too many new connections per second, retry later"
+        self._connection_tokens -= 1
+        return None
 
     async def _check_token(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, user: str

@@ -76,11 +76,14 @@ Waiter = Awaitable[object]
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """DSQL's per-connection and per-transaction quotas (seconds, rows)."""
+    """DSQL's quotas: per cluster, per connection and per transaction (seconds, rows)."""
 
     max_connection_age: float = 3600.0
     max_transaction_age: float = 300.0
     max_rows_per_transaction: int = 3000
+    max_connections: int = 10_000
+    connections_per_second: float = 100.0
+    connection_burst: int = 1000
 
 
 @dataclass(slots=True)
