@@ -157,6 +157,32 @@ async def test_row_limit_for_an_autocommit_statement_writes_nothing(strict: Loca
         await conn.close()
 
 
+async def test_row_limit_counts_a_whole_autocommit_executemany(strict: LocalDSQL) -> None:
+    conn = await asyncpg.connect(**strict.connect_kwargs())
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS rows4_t (id bigint PRIMARY KEY)")
+        await conn.execute("DELETE FROM rows4_t")
+        # One Sync for all rows: DSQL sees one transaction of 11 rows and refuses it.
+        with pytest.raises(asyncpg.ProgramLimitExceededError, match="row limit"):
+            await conn.executemany("INSERT INTO rows4_t VALUES ($1)", [(i,) for i in range(11)])
+        assert await conn.fetchval("SELECT count(*) FROM rows4_t") == 0
+        await conn.executemany("INSERT INTO rows4_t VALUES ($1)", [(i,) for i in range(10)])
+        assert await conn.fetchval("SELECT count(*) FROM rows4_t") == 10
+    finally:
+        await conn.close()
+
+
+def test_pipelined_autocommit_writes(dsql: LocalDSQL) -> None:
+    with psycopg.connect(dsql.conninfo(), autocommit=True) as connection:
+        connection.execute("CREATE TABLE IF NOT EXISTS piped_t (id bigint PRIMARY KEY)")
+        connection.execute("DELETE FROM piped_t")
+        with connection.pipeline():
+            for number in range(20):
+                connection.execute("INSERT INTO piped_t VALUES (%s)", (number,))
+            total = connection.execute("SELECT count(*) FROM piped_t")
+        assert total.fetchone() == (20,)
+
+
 def test_row_limit_through_psycopg(strict: LocalDSQL) -> None:
     with psycopg.connect(strict.conninfo()) as connection:
         connection.execute("CREATE TABLE IF NOT EXISTS rows3_t (id bigint PRIMARY KEY)")
