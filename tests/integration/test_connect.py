@@ -67,6 +67,13 @@ def test_psycopg_verify_full_and_plaintext(dsql: LocalDSQL) -> None:
         psycopg.connect(dsql.conninfo().replace("sslmode=verify-full", "sslmode=disable"))
 
 
+@pytest.mark.skipif(psycopg.pq.version() < 170000, reason="direct TLS needs libpq 17")
+def test_psycopg_direct_tls(dsql: LocalDSQL) -> None:
+    with psycopg.connect(dsql.conninfo() + " sslnegotiation=direct") as conn:
+        assert conn.execute("SELECT 'direct'").fetchone() == ("direct",)
+        assert conn.pgconn.ssl_in_use
+
+
 def test_psycopg_refuses_wrong_ca(dsql: LocalDSQL) -> None:
     conninfo = dsql.conninfo().replace(dsql.ca_file, "/etc/ssl/certs/ca-certificates.crt")
     with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):

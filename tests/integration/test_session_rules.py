@@ -269,6 +269,24 @@ async def test_schema_change_during_a_transaction_gets_oc001(dsql: LocalDSQL) ->
         await reader.close()
 
 
+async def test_schema_change_fails_the_commit_of_a_writer(dsql: LocalDSQL) -> None:
+    admin = await asyncpg.connect(**dsql.connect_kwargs())
+    writer = await asyncpg.connect(**dsql.connect_kwargs())
+    try:
+        await admin.execute("CREATE TABLE IF NOT EXISTS schema2_t (id bigint PRIMARY KEY)")
+        await writer.execute("BEGIN")
+        await writer.execute("INSERT INTO schema2_t VALUES (1) ON CONFLICT DO NOTHING")
+        # DSQL does not make the DDL wait for the open writer; neither does the emulator.
+        await asyncio.wait_for(admin.execute("ALTER TABLE schema2_t ADD COLUMN note text"), 5)
+        with pytest.raises(asyncpg.SerializationError, match=r"\(OC001\)"):
+            await writer.execute("COMMIT")
+        await writer.execute("ROLLBACK")
+        assert await admin.fetchval("SELECT count(*) FROM schema2_t") == 0
+    finally:
+        await admin.close()
+        await writer.close()
+
+
 # -- scale and hooks -----------------------------------------------------------
 
 

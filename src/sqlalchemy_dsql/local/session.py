@@ -387,9 +387,8 @@ class Session:
         self._statements[name] = verdict
         rejection = verdict.rejection
         if rejection is None and self._preempted and not _ends_transaction(verdict):
-            # The backend transaction is already aborted and would refuse the Parse itself.
-            self._preempted = False
-            rejection = self._conflict()
+            # The backend transaction may be aborted already and would refuse the Parse itself.
+            rejection = self._take_preemption()
         if rejection is not None:
             self._batch_failed = True
             raw = _parse_message(name, self._poison(rejection), b"\x00\x00")
@@ -410,9 +409,8 @@ class Session:
                 return waiter
             self._portals[portal] = verdict
             if self._preempted and not _ends_transaction(verdict):
-                self._preempted = False
                 self._batch_failed = True
-                marker = protocol.cstring(self._poison(self._conflict()))
+                marker = protocol.cstring(self._poison(self._take_preemption()))
                 raw = protocol.message(b"B", protocol.cstring(portal) + marker + bytes(6))
         self._forward(0x42, raw)
         return None
@@ -508,12 +506,11 @@ class Session:
         tx = self._tx
         kind = statement.kind
         if kind is Kind.ROLLBACK:
-            self._doomed = self._preempted = False
+            self._doomed = self._preempted = self._abort_when_idle = False
             self._end_transaction(committed=False)
             return None
         if self._preempted:
-            self._preempted = False
-            return self._conflict()
+            return self._take_preemption()
         if self._doomed:
             self._doomed = False
             return self._reject(_ABORTED)
@@ -541,7 +538,8 @@ class Session:
                 return self._reject(_SECOND_DDL)
             tx.has_ddl = True
             tx.ddl_relations = statement.relations
-            self._host.preempt(self, statement.relations)
+            if kind is Kind.DDL:  # an async build changes the catalog only when it completes
+                self._host.preempt(self, statement.relations)
         elif kind is Kind.WRITE and tx.has_ddl:
             return self._reject(_DDL_AND_DML)
         if kind in _CATALOG_CHECKED and self._host.catalog.changed_since(
@@ -656,7 +654,7 @@ class Session:
         self._host.totals.round_trips += 1
         out += raw
         self._settle(0x5A)
-        if self._abort_when_idle and self._idle.is_set():
+        if self._abort_when_idle and self._idle.is_set() and not self._batch:
             self._abort_backend()
 
     def _settle(self, kind: int) -> None:
@@ -693,6 +691,11 @@ class Session:
             self._abort_backend()
         else:
             self._abort_when_idle = True
+
+    def _take_preemption(self) -> Rejection:
+        """The conflict to answer with; the refused statement itself aborts the backend."""
+        self._preempted = self._abort_when_idle = False
+        return self._conflict()
 
     def _abort_backend(self) -> None:
         self._abort_when_idle = False
