@@ -251,6 +251,21 @@ async def test_conflicting_writers_get_oc000(dsql: LocalDSQL) -> None:
             await connection.close()
 
 
+def test_a_second_writer_gets_a_conflict_instead_of_waiting(dsql: LocalDSQL) -> None:
+    """Two sync clients in one thread: PostgreSQL alone would block the second forever."""
+    with psycopg.connect(dsql.conninfo()) as first, psycopg.connect(dsql.conninfo()) as second:
+        first.execute("CREATE TABLE IF NOT EXISTS wait_t (id bigint PRIMARY KEY, n int)")
+        first.commit()
+        first.execute("INSERT INTO wait_t VALUES (1, 0) ON CONFLICT DO NOTHING")
+        first.commit()
+        first.execute("UPDATE wait_t SET n = n + 1 WHERE id = 1")
+        with pytest.raises(psycopg.errors.SerializationFailure, match=r"\(OC000\)"):
+            second.execute("UPDATE wait_t SET n = n + 10 WHERE id = 1")
+        second.rollback()
+        first.commit()
+        assert second.execute("SELECT n FROM wait_t WHERE id = 1").fetchone() == (1,)
+
+
 async def test_schema_change_during_a_transaction_gets_oc001(dsql: LocalDSQL) -> None:
     admin = await asyncpg.connect(**dsql.connect_kwargs())
     reader = await asyncpg.connect(**dsql.connect_kwargs())

@@ -82,6 +82,7 @@ class LocalDSQL:
         max_connections: int = 10_000,
         connections_per_second: float = 100.0,
         connection_burst: int = 1000,
+        lock_timeout_ms: int = 50,
         latency_ms: float = 0.0,
         second_opinion: bool = True,
         statement_log: bool | Callable[[LoggedStatement], None] = False,
@@ -97,8 +98,10 @@ class LocalDSQL:
                 "connections_per_second > 0, and max_rows_per_transaction, max_connections "
                 "and connection_burst >= 1"
             )
-        if latency_ms < 0:
-            raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
+        if latency_ms < 0 or lock_timeout_ms < 0:
+            raise ValueError(
+                f"latency_ms and lock_timeout_ms must be >= 0, got {latency_ms}, {lock_timeout_ms}"
+            )
         self.host = "127.0.0.1"
         self.region = region
         self.endpoint = f"{cluster_id}.dsql.{region}.on.aws"
@@ -115,6 +118,7 @@ class LocalDSQL:
             max_connections,
             connections_per_second,
             connection_burst,
+            lock_timeout_ms,
         )
         self._latency = latency_ms / 1000.0
         self._authenticate = authenticate

@@ -192,15 +192,21 @@ class BackendConnection:
 
 
 async def connect(
-    address: BackendAddress, role: str, parameters: Mapping[str, str]
+    address: BackendAddress, role: str, parameters: Mapping[str, str], lock_timeout_ms: int
 ) -> BackendConnection:
-    """Open a backend session for ``role``, at REPEATABLE READ, with the client's parameters."""
+    """Open a backend session for ``role``, at REPEATABLE READ, with the client's parameters.
+
+    ``lock_timeout_ms`` bounds how long a statement waits for another
+    transaction's lock: DSQL never waits, so a wait that long is reported as
+    a conflict instead (0 lets PostgreSQL wait forever).
+    """
     reader, writer = await _open(address)
     startup = {
         **parameters,
         "user": address.user,
         "database": address.database,
         "default_transaction_isolation": ISOLATION,
+        "lock_timeout": f"{lock_timeout_ms}ms",
     }
     writer.write(protocol.startup_message(startup))
     status: dict[str, str] = {}

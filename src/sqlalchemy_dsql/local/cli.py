@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--connections-per-second", type=float, default=100.0)
     parser.add_argument("--connection-burst", type=int, default=1000)
     parser.add_argument(
+        "--lock-timeout-ms",
+        type=int,
+        default=50,
+        help="a lock wait this long becomes an OC000 conflict (0: wait like PostgreSQL)",
+    )
+    parser.add_argument(
         "--latency-ms", type=float, default=0.0, help="one-way delay per message batch"
     )
     parser.add_argument(
@@ -66,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_connections=args.max_connections,
         connections_per_second=args.connections_per_second,
         connection_burst=args.connection_burst,
+        lock_timeout_ms=args.lock_timeout_ms,
         latency_ms=args.latency_ms,
         second_opinion=not args.no_second_opinion,
         statement_log=_print_statement if args.log_statements else False,

@@ -274,7 +274,9 @@ class Server(SessionHost):
             return None
         forwarded = {k: v for k, v in parameters.items() if k in _FORWARDED_PARAMETERS}
         try:
-            connection = await backend.connect(self.address, user, forwarded)
+            connection = await backend.connect(
+                self.address, user, forwarded, self.limits.lock_timeout_ms
+            )
         except backend.BackendError as exc:
             await _fatal(writer, "28000", f"unable to accept connection: {exc}")
             return None

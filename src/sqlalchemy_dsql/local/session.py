@@ -49,6 +49,8 @@ _SECOND_DDL = Rejection(
     "only one ddl statement is supported per transaction",
     "run each DDL statement in its own transaction",
 )
+# Serialization failure, deadlock, and a lock wait DSQL would not have made.
+_CONFLICT_STATES = frozenset({"40001", "40P01", "55P03"})
 _CALL = re.compile(r"^\s*CALL\s+", re.IGNORECASE)
 _AWS_IAM = re.compile(r"^\s*AWS\s+IAM\s+(GRANT|REVOKE)\b", re.IGNORECASE)
 # IAM mappings do not exist here: any configured key may log in as any role.
@@ -84,6 +86,7 @@ class Limits:
     max_connections: int = 10_000
     connections_per_second: float = 100.0
     connection_burst: int = 1000
+    lock_timeout_ms: int = 50
 
 
 @dataclass(slots=True)
@@ -736,7 +739,7 @@ class Session:
             rejection = self._rejections.pop(number, None)
             if rejection is not None:
                 return protocol.error(rejection.sqlstate, rejection.message, hint=rejection.hint)
-        if error_fields.get("C") in ("40001", "40P01"):
+        if error_fields.get("C") in _CONFLICT_STATES:
             self.counters.conflicts += 1
             self._host.totals.conflicts += 1
             return protocol.error("40001", _OC000)
