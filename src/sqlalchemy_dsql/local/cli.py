@@ -80,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "token":
         print(dsql.token(args.user))
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("sqlalchemy_dsql").setLevel(logging.INFO)
     dsql.start()
     auth = "IAM tokens, test credentials below" if args.auth == "iam" else "NONE (debug only)"
     token_command = "dsql-local token"
