@@ -132,10 +132,8 @@ async def test_row_limit_in_explicit_transaction(strict: LocalDSQL) -> None:
         with pytest.raises(asyncpg.ProgramLimitExceededError, match="row limit") as caught:
             await conn.execute("INSERT INTO rows_t SELECT generate_series(7, 12)")
         assert caught.value.sqlstate == "54000"
-        # The transaction cannot commit any more.
-        with pytest.raises(asyncpg.InFailedSQLTransactionError):
-            await conn.execute("COMMIT")
-        await conn.execute("ROLLBACK")
+        # The transaction cannot commit any more: as after any error, COMMIT rolls back.
+        assert await conn.execute("COMMIT") == "ROLLBACK"
         assert await conn.fetchval("SELECT count(*) FROM rows_t") == 0
     finally:
         await conn.close()
@@ -192,6 +190,23 @@ def test_row_limit_through_psycopg(strict: LocalDSQL) -> None:
         assert connection.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
         connection.rollback()
         assert connection.execute("SELECT count(*) FROM rows3_t").fetchone() == (0,)
+
+
+async def test_commit_after_the_age_limit_fails_and_rolls_back(strict: LocalDSQL) -> None:
+    conn = await asyncpg.connect(**strict.connect_kwargs())
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS aged_t (id bigint PRIMARY KEY)")
+        await conn.execute("DELETE FROM aged_t")
+        await conn.execute("BEGIN")
+        await conn.execute("INSERT INTO aged_t VALUES (1)")
+        await asyncio.sleep(1.2)
+        with pytest.raises(asyncpg.ProgramLimitExceededError, match="age limit"):
+            await conn.execute("COMMIT")
+        # A failed COMMIT ends the transaction: the session is idle again.
+        assert not conn.is_in_transaction()
+        assert await conn.fetchval("SELECT count(*) FROM aged_t") == 0
+    finally:
+        await conn.close()
 
 
 async def test_transaction_age_limit(strict: LocalDSQL) -> None:

@@ -552,13 +552,15 @@ _SETTABLE = frozenset(
         "intervalstyle",
         "extra_float_digits",
         "bytea_output",
-        "client_min_messages",
+        # client_min_messages is refused by DSQL (pgAdmin issue 9433, Dec 2025).
         "standard_conforming_strings",
         "transaction_isolation",
         "default_transaction_isolation",
         "transaction_read_only",
         "default_transaction_read_only",
         "plan_cache_mode",
+        # A planner switch; asyncpg turns it off around its type introspection.
+        "jit",
         "random_page_cost",
         "seq_page_cost",
         "join_collapse_limit",

@@ -51,6 +51,8 @@ _SECOND_DDL = Rejection(
 )
 # Serialization failure, deadlock, and a lock wait DSQL would not have made.
 _CONFLICT_STATES = frozenset({"40001", "40P01", "55P03"})
+# An intercepted reply that goes to the client unchanged.
+_KEEP = Rejection("", "")
 _CALL = re.compile(r"^\s*CALL\s+", re.IGNORECASE)
 _AWS_IAM = re.compile(r"^\s*AWS\s+IAM\s+(GRANT|REVOKE)\b", re.IGNORECASE)
 # IAM mappings do not exist here: any configured key may log in as any role.
@@ -215,7 +217,8 @@ class Session:
         self._expect: deque[int] = deque()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._swallow: deque[int] = deque()
+        # Replies to the proxy's own messages, expected next: dropped, or turned into an error.
+        self._intercept: deque[tuple[int, Rejection | None]] = deque()
         self._abort_when_idle = False
         self._wrapped = False
         self._wrap_failed = False
@@ -348,11 +351,20 @@ class Session:
         verdict = self._verdict(sql)
         if not isinstance(verdict, rules.Verdict):
             return verdict
+        refused_commit = _is_commit(verdict) and self._commit_refused()
         wrap = verdict.rejection is None and not self._tx.active and _needs_wrap(verdict)
-        waiter = self._job_waiter(verdict) or (self._idle_waiter() if wrap else None)
+        waiter = self._job_waiter(verdict) or (
+            self._idle_waiter() if wrap or refused_commit else None
+        )
         if waiter is not None:
             return waiter
         self._log(sql, verdict)
+        if refused_commit:
+            self._count_statements(1)
+            self._intercept.append((0x43, self._refuse_commit()))
+            self._forward(0x51, protocol.message(b"Q", protocol.cstring("ROLLBACK")))
+            self._flush()
+            return None
         rejection = verdict.rejection
         text = sql
         if rejection is None:
@@ -426,12 +438,21 @@ class Session:
             return None
         statement = verdict.statements[0]
         wrap = statement.kind is Kind.WRITE and not self._tx.active and not self._wrapped
-        if wrap and not self._idle.is_set():
-            # The wrapper's BEGIN must be the next thing the backend answers.
+        refused_commit = statement.kind is Kind.COMMIT and self._commit_refused()
+        if (wrap or refused_commit) and not self._idle.is_set():
+            # The proxy's own replies must be the next thing the backend answers.
             self._forward(0x48, protocol.message(b"H"))
             self._flush()
             return self._idle.wait()
         self._count_statements(1)
+        if refused_commit:
+            outcome = self._refuse_commit()
+            self._flush()
+            self._intercept.extend(
+                [(0x31, None), (0x32, None), (0x43, outcome), (0x33, None), (0x33, None)]
+            )
+            self._forward(0x45, _internal("ROLLBACK", sync=False))
+            return None
         rejection = self._admit(statement)
         if rejection is not None:
             self._batch_failed = True
@@ -456,9 +477,16 @@ class Session:
         self._flush()
         self._wrapped = True
         self._wrap_failed = False
-        self._swallow.extend(b"12C33Z" if sync else b"12C33")
+        self._expect_internal(b"12C33Z" if sync else b"12C33")
         assert self._backend is not None
         self._backend.write(_internal("BEGIN", sync=sync))
+
+    def _expect_internal(self, kinds: bytes, *, failing: Rejection | None = None) -> None:
+        """Replies to come for the proxy's own messages: dropped, but a failing
+        command's CommandComplete becomes ``failing``'s error."""
+        self._intercept.extend(
+            (kind, failing if kind == 0x43 and failing is not None else None) for kind in kinds
+        )
 
     def _flush(self) -> None:
         if self._batch and self._backend is not None:
@@ -525,8 +553,6 @@ class Session:
                 self._begin_transaction(explicit=True)
             return None
         if kind is Kind.COMMIT:
-            if tx.explicit and self._host.catalog.changed_since(tx.catalog_version, tx.relations):
-                return self._conflict()
             self._end_transaction(committed=True)
             return None
         if kind in (Kind.EMPTY, Kind.SESSION) or (kind is Kind.READ and not tx.active):
@@ -554,6 +580,39 @@ class Session:
         if statement.relations and not statement.relations <= tx.relations:
             tx.relations = tx.relations | statement.relations
         return None
+
+    def _commit_refused(self) -> bool:
+        """Whether a COMMIT now would fail (nothing is changed by asking)."""
+        tx = self._tx
+        return (
+            self._preempted
+            or self._doomed
+            or (tx.active and time.monotonic() - tx.started > self._host.limits.max_transaction_age)
+            or (tx.explicit and self._host.catalog.changed_since(tx.catalog_version, tx.relations))
+        )
+
+    def _refuse_commit(self) -> Rejection:
+        """End a transaction that cannot commit; what its COMMIT answers instead.
+
+        The proxy runs ROLLBACK in its place, so the session ends idle, as after
+        any failed COMMIT. A transaction that had already failed answers as
+        PostgreSQL does (the ROLLBACK tag, no error); otherwise the error says why.
+        """
+        tx = self._tx
+        limit = self._host.limits.max_transaction_age
+        if self._doomed:
+            outcome = _KEEP
+        elif self._preempted:
+            outcome = self._take_preemption()
+        elif tx.active and time.monotonic() - tx.started > limit:
+            outcome = self._reject(
+                Rejection("54000", f"transaction age limit of {limit:g}s exceeded")
+            )
+        else:
+            outcome = self._conflict()
+        self._doomed = self._preempted = self._abort_when_idle = False
+        self._end_transaction(committed=False)
+        return outcome
 
     def _count_statements(self, number: int) -> None:
         self.counters.statements += number
@@ -603,7 +662,7 @@ class Session:
         try:
             for kind, start, end in protocol.split(buffer):
                 last = end
-                if kind in _PASS_THROUGH and not (self._swallow or self._drop_until_ready):
+                if kind in _PASS_THROUGH and not (self._intercept or self._drop_until_ready):
                     if kind != 0x44:
                         self._settle(kind)
                     continue  # relayed untouched, in one piece with its neighbours
@@ -619,11 +678,20 @@ class Session:
             self._client.write(out)
 
     def _on_backend_message(self, kind: int, raw: bytes, out: bytearray) -> None:
-        if self._swallow:
-            if kind == self._swallow[0]:
-                self._swallow.popleft()
-                return
-            self._swallow.clear()
+        if self._intercept:
+            expected, rejection = self._intercept[0]
+            if kind != expected:
+                self._intercept.clear()
+            else:
+                self._intercept.popleft()
+                if rejection is None:
+                    return
+                if rejection is not _KEEP:
+                    out += protocol.error(
+                        rejection.sqlstate, rejection.message, hint=rejection.hint
+                    )
+                    self._settle(0x45)
+                    return
         if kind == 0x5A:  # ReadyForQuery
             self._on_ready(raw, out)
             return
@@ -643,7 +711,7 @@ class Session:
         if self._wrapped:
             self._wrapped = False
             ending = "ROLLBACK" if self._wrap_failed or status != b"T" else "COMMIT"
-            self._swallow.extend(b"12C33")
+            self._expect_internal(b"12C33")
             assert self._backend is not None
             self._backend.write(_internal(ending))
             self._response_rows = 0
@@ -702,7 +770,7 @@ class Session:
 
     def _abort_backend(self) -> None:
         self._abort_when_idle = False
-        self._swallow.extend(b"EZ")
+        self._expect_internal(b"EZ")
         assert self._backend is not None
         self._backend.write(protocol.message(b"Q", protocol.cstring(f"{_MARKER}0")))
 
@@ -765,6 +833,10 @@ def _backend_text(verdict: rules.Verdict, sql: str) -> str:
 def _overlap(used: frozenset[str], changed: frozenset[str]) -> bool:
     unqualified = {name.rsplit(".", 1)[-1] for name in changed}
     return any(name.rsplit(".", 1)[-1] in unqualified for name in used)
+
+
+def _is_commit(verdict: rules.Verdict) -> bool:
+    return len(verdict.statements) == 1 and verdict.statements[0].kind is Kind.COMMIT
 
 
 def _ends_transaction(verdict: rules.Verdict) -> bool:

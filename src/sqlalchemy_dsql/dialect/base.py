@@ -1,0 +1,372 @@
+"""Aurora DSQL behaviour shared by every driver of the ``auroradsql`` dialect.
+
+Aurora DSQL speaks the PostgreSQL protocol, so the dialect builds on
+SQLAlchemy's PostgreSQL dialect and changes what DSQL does differently:
+
+Transactions
+    DSQL has one isolation level, REPEATABLE READ. It is the default; the only
+    other accepted ``isolation_level`` is ``AUTOCOMMIT``. Anything else raises
+    :class:`~sqlalchemy.exc.ArgumentError` before a connection is made.
+    Read-only transactions (``postgresql_readonly`` execution option) work.
+
+Savepoints
+    DSQL has none. ``Connection.begin_nested()`` and a ``Session`` that joins
+    an outer transaction in ``create_savepoint`` mode raise
+    :class:`~sqlalchemy_dsql.errors.SavepointsNotSupported` before anything is
+    sent to the server.
+
+DDL
+    DSQL runs at most one DDL statement per transaction and never DDL and DML
+    in the same transaction. The dialect therefore commits the transaction
+    right after each DDL statement (compiled DDL and DDL sent as ``text()``
+    alike), so ``conn.run_sync(metadata.create_all)`` inside ``engine.begin()``
+    works. If the transaction has already written data, the DDL statement is
+    refused with :class:`~sqlalchemy_dsql.errors.DDLAfterDMLError` and nothing
+    is committed. ``CREATE INDEX ASYNC`` returns a job id; unless the engine
+    is created with ``wait_for_jobs=False`` the dialect waits for the job with
+    ``sys.wait_for_job`` and raises
+    :class:`~sqlalchemy_dsql.errors.AsyncJobFailed`, naming the index, when the
+    build fails (a UNIQUE index over duplicate rows, for example).
+
+Reflection
+    Reflected index options come back under the ``auroradsql_`` prefix
+    (``auroradsql_include``, ``auroradsql_where``,
+    ``auroradsql_nulls_not_distinct``), so a reflected table compiles back to
+    DDL that DSQL accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import exc, schema
+from sqlalchemy.dialects.postgresql.base import PGCompiler, PGDialect
+from sqlalchemy.engine.interfaces import IsolationLevel
+from sqlalchemy.sql.elements import TextClause
+
+from ..errors import AsyncJobFailed, DDLAfterDMLError, SavepointsNotSupported
+from .ddl import DSQLDDLCompiler, DSQLTypeCompiler
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine.default import DefaultExecutionContext
+    from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor, ExecutionContext
+
+ISOLATION_LEVELS: tuple[IsolationLevel, ...] = ("REPEATABLE READ", "AUTOCOMMIT")
+
+_DDL_TEXT = re.compile(
+    r"^\s*(?:CREATE|ALTER|DROP|COMMENT\s+ON|GRANT|REVOKE|AWS\s+IAM)\b", re.IGNORECASE
+)
+_DML_TEXT = re.compile(
+    r"^\s*(?:INSERT|UPDATE|DELETE|MERGE)\b|^\s*WITH\b.*\b(?:INSERT|UPDATE|DELETE|MERGE)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+_ASYNC_DDL_TEXT = re.compile(
+    r"^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX\s+ASYNC"
+    r"(?:\s+IF\s+NOT\s+EXISTS)?\s+(?P<index>\"[^\"]+\"|[\w$]+)|ALTER\s+TABLE\s+ASYNC\b)",
+    re.IGNORECASE,
+)
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Per DBAPI connection (``PoolProxiedConnection.info``): has the open transaction written?
+_WROTE = "auroradsql_transaction_wrote"
+_SAVEPOINT_MESSAGE = (
+    "Aurora DSQL does not support savepoints, so begin_nested() and sessions that "
+    "join an outer transaction in 'create_savepoint' mode cannot work. Run the inner "
+    "unit of work as its own transaction (and retry it as a whole on conflict), or "
+    "create the Session with join_transaction_mode='conditional_savepoint' or "
+    "'rollback_only'."
+)
+
+
+class DSQLCompilerMixin:
+    """Refuses the row-locking clauses DSQL lacks; mixed into each driver's compiler."""
+
+    def for_update_clause(self, select: Any, **kw: Any) -> str:
+        lock = select._for_update_arg
+        if lock.read and not lock.key_share:
+            raise exc.CompileError(
+                "Aurora DSQL does not support SELECT ... FOR SHARE (with_for_update(read=True)); "
+                "use with_for_update() (FOR UPDATE) or with_for_update(read=True, "
+                "key_share=True) (FOR KEY SHARE)"
+            )
+        if lock.key_share and not lock.read:
+            raise exc.CompileError(
+                "Aurora DSQL does not support SELECT ... FOR NO KEY UPDATE "
+                "(with_for_update(key_share=True)); use with_for_update() (FOR UPDATE)"
+            )
+        return str(super().for_update_clause(select, **kw))  # type: ignore[misc]
+
+
+class DSQLCompiler(DSQLCompilerMixin, PGCompiler):
+    pass
+
+
+class AuroraDSQLDialect(PGDialect):
+    """The shared base of ``auroradsql+<driver>`` dialects; see the module docs."""
+
+    name = "auroradsql"
+    supports_statement_cache = True
+    supports_native_enum = False
+    supports_identity_columns = True
+    statement_compiler: type[PGCompiler] = DSQLCompiler
+    ddl_compiler = DSQLDDLCompiler
+    type_compiler_cls = DSQLTypeCompiler
+
+    # SQLAlchemy's own attribute: the dialect options each schema item accepts.
+    construct_arguments = [  # noqa: RUF012
+        (
+            schema.Index,
+            {
+                "include": None,
+                "where": None,
+                "nulls_not_distinct": None,
+                "using": False,
+                "ops": {},
+                "concurrently": False,
+                "with": {},
+                "tablespace": None,
+            },
+        ),
+        (schema.Table, {"ignore_search_path": False}),
+    ]
+
+    def __init__(self, *, wait_for_jobs: bool = True, **kwargs: Any) -> None:
+        level = kwargs.get("isolation_level")
+        if level is not None:
+            _check_isolation_level(level)
+        super().__init__(**kwargs)
+        self.wait_for_jobs = wait_for_jobs
+
+    # -- transactions ----------------------------------------------------
+
+    def get_isolation_level_values(self, dbapi_connection: Any) -> list[IsolationLevel]:
+        return list(ISOLATION_LEVELS)
+
+    def get_default_isolation_level(self, dbapi_conn: Any) -> IsolationLevel:
+        return "REPEATABLE READ"  # DSQL has no other; no need to ask the server
+
+    def _assert_and_set_isolation_level(self, dbapi_conn: Any, level: IsolationLevel) -> None:
+        _check_isolation_level(level)
+        super()._assert_and_set_isolation_level(dbapi_conn, level)
+
+    def do_savepoint(self, connection: Any, name: str) -> None:
+        raise SavepointsNotSupported(_SAVEPOINT_MESSAGE)
+
+    def do_rollback_to_savepoint(self, connection: Any, name: str) -> None:
+        raise SavepointsNotSupported(_SAVEPOINT_MESSAGE)
+
+    def do_release_savepoint(self, connection: Any, name: str) -> None:
+        raise SavepointsNotSupported(_SAVEPOINT_MESSAGE)
+
+    def do_commit(self, dbapi_connection: Any) -> None:
+        _forget_writes(dbapi_connection)
+        super().do_commit(dbapi_connection)
+
+    def do_rollback(self, dbapi_connection: Any) -> None:
+        _forget_writes(dbapi_connection)
+        super().do_rollback(dbapi_connection)
+
+    # -- statement execution: the one-DDL-per-transaction rule -----------------
+
+    def do_execute(
+        self,
+        cursor: DBAPICursor,
+        statement: str,
+        parameters: Any,
+        context: ExecutionContext | None = None,
+    ) -> None:
+        self._execute(cursor, statement, parameters, _default(context))
+
+    def do_execute_no_params(
+        self,
+        cursor: DBAPICursor,
+        statement: str,
+        context: ExecutionContext | None = None,
+    ) -> None:
+        self._execute(cursor, statement, None, _default(context))
+
+    def do_executemany(
+        self,
+        cursor: DBAPICursor,
+        statement: str,
+        parameters: Any,
+        context: ExecutionContext | None = None,
+    ) -> None:
+        default = _default(context)
+        if default is not None:
+            if _kind(default, statement) == "ddl":
+                raise exc.InvalidRequestError("DDL cannot be executed with many parameter sets")
+            _remember_write(default)
+        super().do_executemany(cursor, statement, parameters, context)
+
+    def _execute(
+        self,
+        cursor: DBAPICursor,
+        statement: str,
+        parameters: Any,
+        context: DefaultExecutionContext | None,
+    ) -> None:
+        kind = _kind(context, statement) if context is not None else "other"
+        if kind == "ddl":
+            assert context is not None
+            self._execute_ddl(cursor, statement, parameters, context)
+            return
+        if kind == "dml":
+            assert context is not None
+            _remember_write(context)
+        _run(cursor, statement, parameters)
+
+    def _execute_ddl(
+        self,
+        cursor: DBAPICursor,
+        statement: str,
+        parameters: Any,
+        context: DefaultExecutionContext,
+    ) -> None:
+        connection = context._dbapi_connection
+        autocommit = context.root_connection._is_autocommit_isolation()
+        if not autocommit and connection.info.get(_WROTE):
+            raise DDLAfterDMLError(
+                "Aurora DSQL cannot run DDL in a transaction that has already written data, "
+                "and this transaction has. Nothing was committed. Commit the data changes "
+                "first, then run the DDL in a transaction of its own. Statement: "
+                + statement.strip().splitlines()[0][:200]
+            )
+        _run(cursor, statement, parameters)
+        job = _ASYNC_DDL_TEXT.match(statement)
+        job_id = None
+        if job is not None and cursor.description:
+            row = cursor.fetchone()
+            job_id = str(row[0]) if row else None
+        if not autocommit:
+            # DSQL allows one DDL statement per transaction: end it here, so
+            # that the next statement (DDL or not) starts a fresh one.
+            connection.commit()
+        if job_id is None:
+            return
+        name = _object_name(context, job.group("index") if job else None)
+        # Callers that batch their waits (schema.create_all) read the job here.
+        context.auroradsql_job = (job_id, name)  # type: ignore[attr-defined]
+        if context.execution_options.get("auroradsql_wait_for_job", self.wait_for_jobs):
+            self.wait_for_job(connection, job_id, name, autocommit=autocommit)
+
+    def wait_for_job(
+        self, connection: DBAPIConnection, job_id: str, name: str | None, *, autocommit: bool
+    ) -> None:
+        """Block until an async DDL job ends; raise :class:`AsyncJobFailed` if it failed.
+
+        ``connection`` is a DBAPI connection outside any transaction; unless
+        ``autocommit``, the read transaction the wait opens is committed again.
+        """
+        if not _JOB_ID.match(job_id):
+            raise exc.InvalidRequestError(f"unexpected job id {job_id!r} from CREATE ... ASYNC")
+        cursor = connection.cursor()
+        try:
+            cursor.execute(f"CALL sys.wait_for_job('{job_id}')")
+            row = cursor.fetchone()
+            succeeded = bool(row[0]) if row else False
+            details = None
+            if not succeeded:
+                cursor.execute(f"SELECT status, details FROM sys.jobs WHERE job_id = '{job_id}'")
+                found = cursor.fetchone()
+                details = f"{found[0]}: {found[1]}" if found else "no such job"
+        finally:
+            cursor.close()
+            if not autocommit:
+                connection.commit()
+        if not succeeded:
+            what = f'index "{name}"' if name else "the asynchronous DDL job"
+            raise AsyncJobFailed(
+                f"Aurora DSQL could not build {what} (job {job_id}): {details}",
+                job_id=job_id,
+                object_name=name,
+            )
+
+    # -- reflection --------------------------------------------------------
+
+    # PGDialect's own signature already departs from the Dialect interface's.
+    def get_multi_indexes(  # type: ignore[override]
+        self, connection: Any, schema: Any, filter_names: Any, scope: Any, kind: Any, **kw: Any
+    ) -> Any:
+        result = super().get_multi_indexes(connection, schema, filter_names, scope, kind, **kw)
+        return [(key, [_dsql_index(index) for index in indexes]) for key, indexes in result]
+
+
+def _default(context: ExecutionContext | None) -> DefaultExecutionContext | None:
+    # Every SQLAlchemy dialect's execution context derives from the default one.
+    return context  # type: ignore[return-value]
+
+
+def _check_isolation_level(level: str) -> None:
+    if level not in ISOLATION_LEVELS:
+        raise exc.ArgumentError(
+            f"Invalid isolation level {level!r} for Aurora DSQL: DSQL runs every transaction "
+            f"at REPEATABLE READ. Use 'REPEATABLE READ' (the default) or 'AUTOCOMMIT'."
+        )
+
+
+def _kind(context: DefaultExecutionContext, statement: str) -> str:
+    if context.isddl:
+        return "ddl"
+    if context.isinsert or context.isupdate or context.isdelete:
+        return "dml"
+    compiled = context.compiled
+    if compiled is None or isinstance(compiled.statement, TextClause):
+        if _DDL_TEXT.match(statement):
+            return "ddl"
+        if _DML_TEXT.match(statement):
+            return "dml"
+    return "other"
+
+
+def _remember_write(context: DefaultExecutionContext) -> None:
+    info = context._dbapi_connection.info
+    if not info.get(_WROTE):
+        info[_WROTE] = True
+
+
+def _forget_writes(dbapi_connection: Any) -> None:
+    try:
+        info = dbapi_connection.info
+    except (AttributeError, NotImplementedError):  # the ad-hoc proxy of a first connect
+        return
+    info.pop(_WROTE, None)
+
+
+def _run(cursor: DBAPICursor, statement: str, parameters: Any) -> None:
+    if parameters is None:
+        cursor.execute(statement)
+    else:
+        cursor.execute(statement, parameters)
+
+
+def _object_name(context: DefaultExecutionContext, from_text: str | None) -> str | None:
+    compiled = context.compiled
+    element = getattr(getattr(compiled, "statement", None), "element", None)
+    name = getattr(element, "name", None)
+    if name is not None:
+        return str(name)
+    return from_text.strip('"') if from_text else None
+
+
+_INDEX_PREFIX = "postgresql_"
+# Reflected-only keys such as postgresql_invalid stay PostgreSQL's.
+_OUR_INDEX_OPTIONS = frozenset(AuroraDSQLDialect.construct_arguments[0][1])
+# PostgreSQL reports btree; DSQL's catalog calls its only method btree_index.
+_DEFAULT_INDEX_METHODS = frozenset({"btree", "btree_index"})
+
+
+def _dsql_index(index: dict[str, Any]) -> dict[str, Any]:
+    """A reflected index with its options under our prefix; DSQL's only method is implied."""
+    options = index.get("dialect_options")
+    if not options:
+        return index
+    renamed = {}
+    for key, value in options.items():
+        option = key[len(_INDEX_PREFIX) :]
+        if key.startswith(_INDEX_PREFIX) and option in _OUR_INDEX_OPTIONS:
+            key = "auroradsql_" + option
+        if key == "auroradsql_using" and value in _DEFAULT_INDEX_METHODS:
+            continue
+        renamed[key] = value
+    return {**index, "dialect_options": renamed}

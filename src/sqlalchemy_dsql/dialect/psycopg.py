@@ -1,0 +1,61 @@
+"""``auroradsql+psycopg`` and ``auroradsql+psycopg_async``: Aurora DSQL through psycopg 3.
+
+``create_async_engine("auroradsql+psycopg://...")`` gives
+:class:`AuroraDSQLDialect_psycopg_async`, never SQLAlchemy's stock async
+PostgreSQL dialect. The hstore probe that psycopg's SQLAlchemy dialect runs at
+first connect (inside a savepoint) is off: DSQL has neither extensions nor
+savepoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.dialects.postgresql.psycopg import (
+    PGCompiler_psycopg,
+    PGDialect_psycopg,
+    PGDialectAsync_psycopg,
+)
+from sqlalchemy.engine import URL
+
+from .base import AuroraDSQLDialect, DSQLCompilerMixin
+
+
+class DSQLCompiler_psycopg(DSQLCompilerMixin, PGCompiler_psycopg):
+    pass
+
+
+class AuroraDSQLDialect_psycopg(AuroraDSQLDialect, PGDialect_psycopg):
+    driver = "psycopg"
+    supports_statement_cache = True
+    statement_compiler = DSQLCompiler_psycopg
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("use_native_hstore", False)
+        super().__init__(**kwargs)
+
+    @classmethod
+    def get_async_dialect_cls(cls, url: URL) -> type[AuroraDSQLDialect]:
+        if "+" not in url.drivername:  # the bare name: asyncpg is the async default
+            from .asyncpg import AuroraDSQLDialect_asyncpg
+
+            return AuroraDSQLDialect_asyncpg
+        return AuroraDSQLDialect_psycopg_async
+
+
+class AuroraDSQLDialect_psycopg_async(AuroraDSQLDialect, PGDialectAsync_psycopg):
+    driver = "psycopg_async"
+    supports_statement_cache = True
+    statement_compiler = DSQLCompiler_psycopg
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("use_native_hstore", False)
+        super().__init__(**kwargs)
+
+    @classmethod
+    def get_async_dialect_cls(cls, url: URL) -> type[AuroraDSQLDialect]:
+        return cls  # the inherited one would return SQLAlchemy's stock async dialect
+
+
+dialect = AuroraDSQLDialect_psycopg
+dialect_async = AuroraDSQLDialect_psycopg_async
