@@ -1,11 +1,11 @@
-"""Sessions: tests on both supported SQLAlchemy lines, lint and type checks."""
+"""Sessions: tests on both supported SQLAlchemy lines, the compliance suite, lint, types."""
 
 from __future__ import annotations
 
 import nox
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "suite", "lint", "typecheck"]
 
 # The newest release of each supported line; SQLAlchemy 2.1 needs Python >= 3.11.
 SQLALCHEMY_LINES = {"2.0": "sqlalchemy[asyncio]>=2.0,<2.1", "2.1": "sqlalchemy[asyncio]>=2.1,<2.2"}
@@ -23,6 +23,24 @@ def tests(session: nox.Session, sqlalchemy: str) -> None:
     session.install(SQLALCHEMY_LINES[sqlalchemy])
     session.run("python", "-c", "import sqlalchemy; print('SQLAlchemy', sqlalchemy.__version__)")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+@nox.parametrize("sqlalchemy", list(SQLALCHEMY_LINES), ids=["sqlalchemy-2.0", "sqlalchemy-2.1"])
+def suite(session: nox.Session, sqlalchemy: str) -> None:
+    """SQLAlchemy's dialect compliance suite against auroradsql+asyncpg through dsql-local."""
+    session.install("-e", ".[local,psycopg]", "--group", "dev")
+    session.install(SQLALCHEMY_LINES[sqlalchemy])
+    session.run("python", "-c", "import sqlalchemy; print('SQLAlchemy', sqlalchemy.__version__)")
+    session.run(
+        "pytest",
+        "-c",
+        "tests/suite/pytest.ini",
+        "tests/suite",
+        "-p",
+        "no:randomly",
+        *session.posargs,
+    )
 
 
 @nox.session(python="3.11")

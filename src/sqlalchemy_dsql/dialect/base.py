@@ -299,9 +299,12 @@ def _default(context: ExecutionContext | None) -> DefaultExecutionContext | None
 
 def _check_isolation_level(level: str) -> None:
     if level not in ISOLATION_LEVELS:
+        # SQLAlchemy's own wording first, so that code matching it keeps working.
         raise exc.ArgumentError(
-            f"Invalid isolation level {level!r} for Aurora DSQL: DSQL runs every transaction "
-            f"at REPEATABLE READ. Use 'REPEATABLE READ' (the default) or 'AUTOCOMMIT'."
+            f"Invalid value {level!r} for isolation_level. Valid isolation levels for "
+            f"'auroradsql' are {', '.join(ISOLATION_LEVELS)}: Aurora DSQL runs every "
+            "transaction at REPEATABLE READ (the default); AUTOCOMMIT runs each statement "
+            "on its own."
         )
 
 

@@ -30,10 +30,11 @@ Indexes
     rejects ``ASC`` and ``DESC``); any other ``using``; ``concurrently=True``
     (DSQL builds every index asynchronously); ``with`` storage parameters
     and ``tablespace``; more than 8 key columns; an expression in
-    ``include``; an index name containing a dot (an index always lives in its
-    table's schema and its name cannot be schema-qualified); an ``ops`` entry
-    that names no key of the index; the same option given under both
-    prefixes with different values.
+    ``include``; an ``ops`` entry that names no key of the index; the same
+    option given under both prefixes with different values. The index name is
+    never schema-qualified (DSQL creates an index in its table's schema): a
+    name containing dots, ``Index("a.b", ...)``, is one quoted identifier,
+    ``"a.b"``, as in PostgreSQL.
 
     ``DROP INDEX [IF EXISTS] [schema.]name``; ``concurrently=True`` is refused.
 
@@ -342,12 +343,6 @@ class DSQLDDLCompiler(PGDDLCompiler):
         if index.name is None:
             raise exc.CompileError("CREATE INDEX requires that the index have a name")
         where = _describe_index(index)
-        if "." in index.name:
-            raise exc.CompileError(
-                f"{where}: the name contains a dot. Aurora DSQL creates an index in its "
-                "table's schema and its name cannot be schema-qualified; give the index a "
-                "plain name and put the table in the schema."
-            )
         options = self._index_options(index)
         _refuse_index_options(options, where)
         if len(index.expressions) > MAX_INDEX_KEYS:
