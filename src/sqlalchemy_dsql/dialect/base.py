@@ -130,10 +130,16 @@ class AuroraDSQLDialect(PGDialect):
         (schema.Table, {"ignore_search_path": False}),
     ]
 
+    # Set by the psycopg drivers, whose SQLAlchemy dialects look for hstore at
+    # first connect inside a savepoint; DSQL has neither extensions nor savepoints.
+    _has_hstore_probe = False
+
     def __init__(self, *, wait_for_jobs: bool = True, **kwargs: Any) -> None:
         level = kwargs.get("isolation_level")
         if level is not None:
             _check_isolation_level(level)
+        if self._has_hstore_probe:
+            kwargs.setdefault("use_native_hstore", False)
         super().__init__(**kwargs)
         self.wait_for_jobs = wait_for_jobs
 

@@ -9,8 +9,6 @@ savepoints.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy.dialects.postgresql.psycopg import (
     PGCompiler_psycopg,
     PGDialect_psycopg,
@@ -29,10 +27,7 @@ class AuroraDSQLDialect_psycopg(AuroraDSQLDialect, PGDialect_psycopg):
     driver = "psycopg"
     supports_statement_cache = True
     statement_compiler = DSQLCompiler_psycopg
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("use_native_hstore", False)
-        super().__init__(**kwargs)
+    _has_hstore_probe = True
 
     @classmethod
     def get_async_dialect_cls(cls, url: URL) -> type[AuroraDSQLDialect]:
@@ -47,10 +42,7 @@ class AuroraDSQLDialect_psycopg_async(AuroraDSQLDialect, PGDialectAsync_psycopg)
     driver = "psycopg_async"
     supports_statement_cache = True
     statement_compiler = DSQLCompiler_psycopg
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("use_native_hstore", False)
-        super().__init__(**kwargs)
+    _has_hstore_probe = True
 
     @classmethod
     def get_async_dialect_cls(cls, url: URL) -> type[AuroraDSQLDialect]:

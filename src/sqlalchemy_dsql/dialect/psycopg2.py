@@ -6,8 +6,6 @@ hstore lookup at first connect is off, as DSQL has no extensions.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 
 from .base import AuroraDSQLDialect
@@ -16,10 +14,7 @@ from .base import AuroraDSQLDialect
 class AuroraDSQLDialect_psycopg2(AuroraDSQLDialect, PGDialect_psycopg2):
     driver = "psycopg2"
     supports_statement_cache = True
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("use_native_hstore", False)
-        super().__init__(**kwargs)
+    _has_hstore_probe = True
 
 
 dialect = AuroraDSQLDialect_psycopg2
