@@ -35,6 +35,10 @@ class DDLAfterDMLError(UnsupportedFeatureError):
     """
 
 
+class ConfigurationError(DSQLError, exc.ArgumentError):
+    """The connection settings cannot work: the message says what is wrong and what to do."""
+
+
 class AsyncJobFailed(DSQLError):
     """An asynchronous DDL job (an index build, a constraint validation) failed."""
 

@@ -1,0 +1,262 @@
+"""Aurora DSQL endpoints and IAM authentication tokens.
+
+DSQL has no passwords: a client sends a short-lived IAM token, a SigV4
+presigned URL that botocore computes locally (no network call), for the action
+``DbConnectAdmin`` when it logs in as ``admin`` and ``DbConnect`` for any other
+role. Creating a boto3 session and client costs tens of milliseconds, so a
+generator is made once per (region, credentials source) and keeps its client;
+a token from a reused client costs well under a millisecond.
+
+:func:`resolve_endpoint` turns a full endpoint
+(``<cluster-id>.dsql.<region>.on.aws``) or a bare cluster id plus a region
+into the host name tokens are signed for.
+
+:class:`TokenGenerator` signs with boto3 (for synchronous drivers);
+:class:`AsyncTokenGenerator` signs with aioboto3, so that refreshing temporary
+credentials (STS, SSO, instance metadata: network calls) never blocks the
+event loop. Use :func:`token_generator` / :func:`async_token_generator` to get
+the shared instance for a credentials source.
+
+Tokens and secret keys never appear in the reprs or error messages of these
+classes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_TOKEN_LIFETIME",
+    "AsyncTokenGenerator",
+    "Endpoint",
+    "TokenGenerator",
+    "action_for",
+    "async_token_generator",
+    "resolve_endpoint",
+    "token_generator",
+]
+
+DEFAULT_TOKEN_LIFETIME = 900  # seconds; a token is only checked when a connection opens
+_MAX_TOKEN_LIFETIME = 7 * 24 * 3600
+_DSQL_HOST = re.compile(
+    r"^(?P<cluster>[a-z0-9]+)\.dsql(?:-[a-z0-9]+)?\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.on\.aws$"
+)
+# Cluster ids are 26 lowercase letters and digits; allow some slack, not a host name.
+_CLUSTER_ID = re.compile(r"^[a-z0-9]{20,40}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A DSQL cluster's host name and region."""
+
+    host: str
+    region: str
+
+    @property
+    def is_dsql(self) -> bool:
+        """Whether ``host`` is an Aurora DSQL endpoint (as opposed to a proxy or emulator)."""
+        return _DSQL_HOST.match(self.host) is not None
+
+
+def resolve_endpoint(host: str, region: str | None = None) -> Endpoint:
+    """The endpoint for ``host``: a full DSQL endpoint, or a bare cluster id plus ``region``.
+
+    The region is read from a DSQL endpoint when not given. Any other host
+    name (a local emulator's, say) needs ``region``.
+    """
+    name = host.strip().lower().rstrip(".")
+    if not name:
+        raise ConfigurationError(
+            "the DSQL host is empty: pass the cluster endpoint "
+            "(<cluster-id>.dsql.<region>.on.aws) or a cluster id with region="
+        )
+    match = _DSQL_HOST.match(name)
+    if match is not None:
+        own = match["region"]
+        if region is not None and region != own:
+            raise ConfigurationError(
+                f"region {region!r} does not match the endpoint {name!r}, which is in {own!r}; "
+                f"drop region= or fix the host"
+            )
+        return Endpoint(name, own)
+    if region is None:
+        if _CLUSTER_ID.match(name):
+            raise ConfigurationError(
+                f"{name!r} looks like a bare cluster id, which needs region=...; or pass the "
+                f"full endpoint {name}.dsql.<region>.on.aws"
+            )
+        raise ConfigurationError(
+            f"cannot read an AWS region from host {name!r} (not a *.dsql.<region>.on.aws "
+            f"endpoint); pass region="
+        )
+    if _CLUSTER_ID.match(name):
+        return Endpoint(f"{name}.dsql.{region}.on.aws", region)
+    return Endpoint(name, region)
+
+
+def action_for(user: str) -> str:
+    """The IAM action a token for ``user`` must carry."""
+    return "DbConnectAdmin" if user == "admin" else "DbConnect"
+
+
+def _check_lifetime(expires_in: int) -> None:
+    if not 1 <= expires_in <= _MAX_TOKEN_LIFETIME:
+        raise ConfigurationError(
+            f"token lifetime must be between 1 s and one week ({_MAX_TOKEN_LIFETIME} s), "
+            f"got {expires_in}"
+        )
+
+
+def _no_credentials(region: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"no AWS credentials found to sign a DSQL token in {region}: set AWS_ACCESS_KEY_ID and "
+        f"AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), AWS_PROFILE, or pass session= / profile="
+    )
+
+
+class TokenGenerator:
+    """Signs DSQL tokens with one reused boto3 client (synchronous drivers)."""
+
+    def __init__(self, region: str, *, session: Any = None, profile: str | None = None) -> None:
+        if session is not None and profile is not None:
+            raise ConfigurationError("pass either session= or profile=, not both")
+        self.region = region
+        self._session = session
+        self._profile = profile
+        self._client: Any = None
+        self.minted = 0
+
+    def __repr__(self) -> str:
+        source = (
+            f"profile={self._profile!r}"
+            if self._profile
+            else "session"
+            if self._session
+            else "default"
+        )
+        return f"<TokenGenerator region={self.region!r} credentials={source}>"
+
+    def token(self, host: str, user: str, expires_in: int = DEFAULT_TOKEN_LIFETIME) -> str:
+        """A fresh token for ``user`` at ``host``."""
+        _check_lifetime(expires_in)
+        from botocore.exceptions import NoCredentialsError
+
+        client = self._client or self._make_client()
+        sign = (
+            client.generate_db_connect_admin_auth_token
+            if user == "admin"
+            else client.generate_db_connect_auth_token
+        )
+        try:
+            token = str(sign(host, self.region, expires_in))
+        except NoCredentialsError:
+            raise _no_credentials(self.region) from None
+        self.minted += 1
+        return token
+
+    def _make_client(self) -> Any:
+        import boto3
+
+        session = self._session or boto3.Session(profile_name=self._profile)
+        self._client = session.client("dsql", region_name=self.region)
+        return self._client
+
+
+class AsyncTokenGenerator:
+    """Signs DSQL tokens with one reused aioboto3 client; never blocks the event loop.
+
+    The client belongs to the event loop that first used the generator; call
+    :meth:`close` (or use :func:`async_token_generator`, which keeps one per
+    loop) when the loop is done with it.
+    """
+
+    def __init__(self, region: str, *, session: Any = None, profile: str | None = None) -> None:
+        if session is not None and profile is not None:
+            raise ConfigurationError("pass either session= or profile=, not both")
+        self.region = region
+        self._session = session
+        self._profile = profile
+        self._client: Any = None
+        self._exit_stack = contextlib.AsyncExitStack()
+        self._lock = asyncio.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.minted = 0
+
+    def __repr__(self) -> str:
+        source = (
+            f"profile={self._profile!r}"
+            if self._profile
+            else "session"
+            if self._session
+            else "default"
+        )
+        return f"<AsyncTokenGenerator region={self.region!r} credentials={source}>"
+
+    async def token(self, host: str, user: str, expires_in: int = DEFAULT_TOKEN_LIFETIME) -> str:
+        """A fresh token for ``user`` at ``host``, signed without blocking the loop."""
+        _check_lifetime(expires_in)
+        from botocore.exceptions import NoCredentialsError
+
+        client = self._client or await self._make_client()
+        sign = (
+            client.generate_db_connect_admin_auth_token
+            if user == "admin"
+            else client.generate_db_connect_auth_token
+        )
+        try:
+            token = str(await sign(host, self.region, expires_in))
+        except NoCredentialsError:
+            raise _no_credentials(self.region) from None
+        self.minted += 1
+        return token
+
+    async def close(self) -> None:
+        self._client = None
+        await self._exit_stack.aclose()
+
+    async def _make_client(self) -> Any:
+        async with self._lock:
+            if self._client is None:
+                import aioboto3
+
+                session = self._session or aioboto3.Session(profile_name=self._profile)
+                self._client = await self._exit_stack.enter_async_context(
+                    session.client("dsql", region_name=self.region)
+                )
+            return self._client
+
+
+_generators: dict[tuple[Any, ...], TokenGenerator] = {}
+_async_generators: dict[tuple[Any, ...], AsyncTokenGenerator] = {}
+
+
+def token_generator(
+    region: str, *, session: Any = None, profile: str | None = None
+) -> TokenGenerator:
+    """The shared :class:`TokenGenerator` for this region and credentials source."""
+    key = (region, id(session), profile)
+    generator = _generators.get(key)
+    if generator is None:
+        generator = _generators[key] = TokenGenerator(region, session=session, profile=profile)
+    return generator
+
+
+def async_token_generator(
+    region: str, *, session: Any = None, profile: str | None = None
+) -> AsyncTokenGenerator:
+    """The shared :class:`AsyncTokenGenerator` for this region, credentials source and loop."""
+    loop = asyncio.get_running_loop()
+    key = (region, id(session), profile, id(loop))
+    generator = _async_generators.get(key)
+    # A closed loop's id can be reused by a new one; its client must not be.
+    if generator is None or generator.loop is not loop:
+        generator = AsyncTokenGenerator(region, session=session, profile=profile)
+        generator.loop = loop
+        _async_generators[key] = generator
+    return generator
