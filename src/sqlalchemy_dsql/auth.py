@@ -120,8 +120,8 @@ def _no_credentials(region: str) -> ConfigurationError:
     )
 
 
-class TokenGenerator:
-    """Signs DSQL tokens with one reused boto3 client (synchronous drivers)."""
+class _Generator:
+    """What both generators share: the credentials source, the count, a safe repr."""
 
     def __init__(self, region: str, *, session: Any = None, profile: str | None = None) -> None:
         if session is not None and profile is not None:
@@ -133,14 +133,21 @@ class TokenGenerator:
         self.minted = 0
 
     def __repr__(self) -> str:
-        source = (
-            f"profile={self._profile!r}"
-            if self._profile
-            else "session"
-            if self._session
-            else "default"
-        )
-        return f"<TokenGenerator region={self.region!r} credentials={source}>"
+        if self._profile:
+            source = f"profile={self._profile!r}"
+        else:
+            source = "session" if self._session else "default"
+        return f"<{type(self).__name__} region={self.region!r} credentials={source}>"
+
+
+def _signer(client: Any, user: str) -> Any:
+    if user == "admin":
+        return client.generate_db_connect_admin_auth_token
+    return client.generate_db_connect_auth_token
+
+
+class TokenGenerator(_Generator):
+    """Signs DSQL tokens with one reused boto3 client (synchronous drivers)."""
 
     def token(self, host: str, user: str, expires_in: int = DEFAULT_TOKEN_LIFETIME) -> str:
         """A fresh token for ``user`` at ``host``."""
@@ -148,13 +155,8 @@ class TokenGenerator:
         from botocore.exceptions import NoCredentialsError
 
         client = self._client or self._make_client()
-        sign = (
-            client.generate_db_connect_admin_auth_token
-            if user == "admin"
-            else client.generate_db_connect_auth_token
-        )
         try:
-            token = str(sign(host, self.region, expires_in))
+            token = str(_signer(client, user)(host, self.region, expires_in))
         except NoCredentialsError:
             raise _no_credentials(self.region) from None
         self.minted += 1
@@ -168,7 +170,7 @@ class TokenGenerator:
         return self._client
 
 
-class AsyncTokenGenerator:
+class AsyncTokenGenerator(_Generator):
     """Signs DSQL tokens with one reused aioboto3 client; never blocks the event loop.
 
     The client belongs to the event loop that first used the generator; call
@@ -177,26 +179,10 @@ class AsyncTokenGenerator:
     """
 
     def __init__(self, region: str, *, session: Any = None, profile: str | None = None) -> None:
-        if session is not None and profile is not None:
-            raise ConfigurationError("pass either session= or profile=, not both")
-        self.region = region
-        self._session = session
-        self._profile = profile
-        self._client: Any = None
+        super().__init__(region, session=session, profile=profile)
         self._exit_stack = contextlib.AsyncExitStack()
         self._lock = asyncio.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.minted = 0
-
-    def __repr__(self) -> str:
-        source = (
-            f"profile={self._profile!r}"
-            if self._profile
-            else "session"
-            if self._session
-            else "default"
-        )
-        return f"<AsyncTokenGenerator region={self.region!r} credentials={source}>"
 
     async def token(self, host: str, user: str, expires_in: int = DEFAULT_TOKEN_LIFETIME) -> str:
         """A fresh token for ``user`` at ``host``, signed without blocking the loop."""
@@ -204,13 +190,8 @@ class AsyncTokenGenerator:
         from botocore.exceptions import NoCredentialsError
 
         client = self._client or await self._make_client()
-        sign = (
-            client.generate_db_connect_admin_auth_token
-            if user == "admin"
-            else client.generate_db_connect_auth_token
-        )
         try:
-            token = str(await sign(host, self.region, expires_in))
+            token = str(await _signer(client, user)(host, self.region, expires_in))
         except NoCredentialsError:
             raise _no_credentials(self.region) from None
         self.minted += 1

@@ -92,13 +92,12 @@ def _tls_context(
             f"sslmode={sslmode!r} is not supported: Aurora DSQL requires TLS and this engine "
             f"only makes verified connections (sslmode='verify-full')"
         )
-    context: ssl.SSLContext = (
-        _VerifyAs(ssl.PROTOCOL_TLS_CLIENT)
-        if verify_host
-        else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    )
-    if isinstance(context, _VerifyAs) and verify_host:
-        context.verify_host = verify_host
+    if verify_host:
+        pinned = _VerifyAs(ssl.PROTOCOL_TLS_CLIENT)
+        pinned.verify_host = verify_host
+        context: ssl.SSLContext = pinned
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED
     if sslrootcert in (None, "system"):

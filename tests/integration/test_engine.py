@@ -55,8 +55,7 @@ async def test_connects_as_admin_over_verified_tls(engine: AsyncEngine) -> None:
 async def test_custom_role_uses_dbconnect_and_its_schema(dsql: LocalDSQL) -> None:
     admin = await asyncpg.connect(**dsql.connect_kwargs())
     try:
-        exists = await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'app_engine'")
-        if not exists:
+        if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'app_engine'"):
             await admin.execute("CREATE ROLE app_engine WITH LOGIN")
         await admin.execute("CREATE SCHEMA IF NOT EXISTS app_engine_schema")
         await admin.execute("GRANT USAGE, CREATE ON SCHEMA app_engine_schema TO app_engine")
