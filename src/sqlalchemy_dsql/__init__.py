@@ -1,12 +1,25 @@
 """sqlalchemy-dsql: the async-first SQLAlchemy toolkit for Amazon Aurora DSQL.
 
-Today the package ships ``sqlalchemy_dsql.local``, a local Aurora DSQL
-emulator on a real PostgreSQL 16 (``dsql-local``). The dialects, the
-token-refreshing engine and the retry helpers follow; see the README's status
-table.
+- :func:`create_async_dsql_engine` / :func:`create_dsql_engine`: engines that
+  sign a fresh IAM token for every connection and retire connections before
+  DSQL's 60-minute limit (:mod:`sqlalchemy_dsql.engine`).
+- The ``auroradsql`` dialect for asyncpg, psycopg and psycopg2
+  (:mod:`sqlalchemy_dsql.dialect`) and DSQL-safe schema creation
+  (:mod:`sqlalchemy_dsql.schema`).
+- ``sqlalchemy_dsql.local``: a local Aurora DSQL emulator on a real
+  PostgreSQL 16 (``dsql-local``).
 """
 
 from __future__ import annotations
 
+from .engine import create_async_dsql_engine, create_dsql_engine
+from .pool import PoolCounters, pool_counters
+
 __version__ = "0.1.0.dev0"
-__all__ = ["__version__"]
+__all__ = [
+    "PoolCounters",
+    "__version__",
+    "create_async_dsql_engine",
+    "create_dsql_engine",
+    "pool_counters",
+]

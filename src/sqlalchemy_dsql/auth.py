@@ -17,6 +17,12 @@ credentials (STS, SSO, instance metadata: network calls) never blocks the
 event loop. Use :func:`token_generator` / :func:`async_token_generator` to get
 the shared instance for a credentials source.
 
+Credentials come from one source per generator: a boto3/aioboto3 session, a
+profile name, a botocore credential provider (``credentials_provider``, what
+Amazon's connector calls ``custom_credentials_provider``), or the default
+chain. A synchronous botocore provider given to the async generator is loaded
+in a worker thread, so it cannot block the loop either.
+
 Tokens and secret keys never appear in the reprs or error messages of these
 classes.
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -123,18 +130,40 @@ def _no_credentials(region: str) -> ConfigurationError:
 class _Generator:
     """What both generators share: the credentials source, the count, a safe repr."""
 
-    def __init__(self, region: str, *, session: Any = None, profile: str | None = None) -> None:
-        if session is not None and profile is not None:
-            raise ConfigurationError("pass either session= or profile=, not both")
+    def __init__(
+        self,
+        region: str,
+        *,
+        session: Any = None,
+        profile: str | None = None,
+        credentials_provider: Any = None,
+    ) -> None:
+        given = [
+            name
+            for name, value in (
+                ("session", session),
+                ("profile", profile),
+                ("credentials_provider", credentials_provider),
+            )
+            if value is not None
+        ]
+        if len(given) > 1:
+            raise ConfigurationError(
+                f"pass one credentials source, not {' and '.join(given)}: a session, a profile "
+                f"or a credentials_provider"
+            )
         self.region = region
         self._session = session
         self._profile = profile
+        self._provider = credentials_provider
         self._client: Any = None
         self.minted = 0
 
     def __repr__(self) -> str:
         if self._profile:
             source = f"profile={self._profile!r}"
+        elif self._provider is not None:
+            source = f"provider={type(self._provider).__name__}"
         else:
             source = "session" if self._session else "default"
         return f"<{type(self).__name__} region={self.region!r} credentials={source}>"
@@ -165,7 +194,15 @@ class TokenGenerator(_Generator):
     def _make_client(self) -> Any:
         import boto3
 
-        session = self._session or boto3.Session(profile_name=self._profile)
+        session = self._session
+        if session is None:
+            botocore_session = None
+            if self._provider is not None:
+                import botocore.session
+
+                botocore_session = botocore.session.Session()
+                _put_first(botocore_session, self._provider)
+            session = boto3.Session(profile_name=self._profile, botocore_session=botocore_session)
         self._client = session.client("dsql", region_name=self.region)
         return self._client
 
@@ -178,8 +215,17 @@ class AsyncTokenGenerator(_Generator):
     loop) when the loop is done with it.
     """
 
-    def __init__(self, region: str, *, session: Any = None, profile: str | None = None) -> None:
-        super().__init__(region, session=session, profile=profile)
+    def __init__(
+        self,
+        region: str,
+        *,
+        session: Any = None,
+        profile: str | None = None,
+        credentials_provider: Any = None,
+    ) -> None:
+        super().__init__(
+            region, session=session, profile=profile, credentials_provider=credentials_provider
+        )
         self._exit_stack = contextlib.AsyncExitStack()
         self._lock = asyncio.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -206,11 +252,65 @@ class AsyncTokenGenerator(_Generator):
             if self._client is None:
                 import aioboto3
 
-                session = self._session or aioboto3.Session(profile_name=self._profile)
+                session = self._session
+                if session is None:
+                    botocore_session = None
+                    if self._provider is not None:
+                        from aiobotocore.session import AioSession
+
+                        botocore_session = AioSession()
+                        _put_first(botocore_session, _async_provider(self._provider))
+                    session = aioboto3.Session(
+                        profile_name=self._profile, botocore_session=botocore_session
+                    )
                 self._client = await self._exit_stack.enter_async_context(
                     session.client("dsql", region_name=self.region)
                 )
             return self._client
+
+
+def _put_first(botocore_session: Any, provider: Any) -> None:
+    """Make ``provider`` the first place the session looks for credentials."""
+    resolver = botocore_session.get_component("credential_provider")
+    resolver.providers.insert(0, provider)
+
+
+def _async_provider(provider: Any) -> Any:
+    """``provider`` as aiobotocore needs it: a coroutine ``load``.
+
+    An aiobotocore provider is used as is; a synchronous botocore one is loaded,
+    and its credentials refreshed, in a worker thread.
+    """
+    if inspect.iscoroutinefunction(provider.load):
+        return provider
+    from aiobotocore.credentials import AioCredentials, AioRefreshableCredentials
+    from botocore.credentials import CredentialProvider
+
+    class ThreadedProvider(CredentialProvider):
+        METHOD = CANONICAL_NAME = f"threaded-{getattr(provider, 'METHOD', 'custom')}"
+
+        async def load(self) -> Any:
+            credentials = await asyncio.to_thread(provider.load)
+            if credentials is None:
+                return None
+
+            async def metadata() -> dict[str, Any]:
+                frozen = await asyncio.to_thread(credentials.get_frozen_credentials)
+                return {
+                    "access_key": frozen.access_key,
+                    "secret_key": frozen.secret_key,
+                    "token": frozen.token,
+                    "expiry_time": credentials._expiry_time.isoformat(),
+                }
+
+            if getattr(credentials, "_expiry_time", None) is None:
+                frozen = await asyncio.to_thread(credentials.get_frozen_credentials)
+                return AioCredentials(frozen.access_key, frozen.secret_key, frozen.token)
+            return AioRefreshableCredentials.create_from_metadata(
+                await metadata(), refresh_using=metadata, method=self.METHOD
+            )
+
+    return ThreadedProvider()
 
 
 _generators: dict[tuple[Any, ...], TokenGenerator] = {}
@@ -218,26 +318,39 @@ _async_generators: dict[tuple[Any, ...], AsyncTokenGenerator] = {}
 
 
 def token_generator(
-    region: str, *, session: Any = None, profile: str | None = None
+    region: str,
+    *,
+    session: Any = None,
+    profile: str | None = None,
+    credentials_provider: Any = None,
 ) -> TokenGenerator:
     """The shared :class:`TokenGenerator` for this region and credentials source."""
-    key = (region, id(session), profile)
+    # The cached generator keeps the session/provider alive, so its id stays unique.
+    key = (region, id(session), profile, id(credentials_provider))
     generator = _generators.get(key)
     if generator is None:
-        generator = _generators[key] = TokenGenerator(region, session=session, profile=profile)
+        generator = _generators[key] = TokenGenerator(
+            region, session=session, profile=profile, credentials_provider=credentials_provider
+        )
     return generator
 
 
 def async_token_generator(
-    region: str, *, session: Any = None, profile: str | None = None
+    region: str,
+    *,
+    session: Any = None,
+    profile: str | None = None,
+    credentials_provider: Any = None,
 ) -> AsyncTokenGenerator:
     """The shared :class:`AsyncTokenGenerator` for this region, credentials source and loop."""
     loop = asyncio.get_running_loop()
-    key = (region, id(session), profile, id(loop))
+    key = (region, id(session), profile, id(credentials_provider), id(loop))
     generator = _async_generators.get(key)
     # A closed loop's id can be reused by a new one; its client must not be.
     if generator is None or generator.loop is not loop:
-        generator = AsyncTokenGenerator(region, session=session, profile=profile)
+        generator = AsyncTokenGenerator(
+            region, session=session, profile=profile, credentials_provider=credentials_provider
+        )
         generator.loop = loop
         _async_generators[key] = generator
     return generator

@@ -1,73 +1,90 @@
 """Engines for Aurora DSQL: a fresh IAM token per connection, and no connection past its hour.
 
 :func:`create_async_dsql_engine` returns an ``AsyncEngine`` on
-``auroradsql+asyncpg``. Every new physical connection gets its own token,
-signed by a shared :class:`~sqlalchemy_dsql.auth.AsyncTokenGenerator` without
-blocking the event loop. Every connection carries a retirement time: DSQL
-closes sessions after 60 minutes, so the engine retires them at checkout after
-``max_connection_age`` (55 minutes by default) minus a random per-connection
-jitter, so that a pool opened at once does not reconnect at once against
-DSQL's 100-connections-per-second quota. A connection the server closed anyway
-(killed, network) is noticed at checkout, where asyncpg already knows its
-socket is gone, and replaced before the caller runs anything: this costs
-nothing, unlike ``pool_pre_ping``, which adds a ``BEGIN; ROLLBACK;`` round
-trip to every checkout (enable it if your network drops connections silently).
+``auroradsql+asyncpg``; :func:`create_dsql_engine` an ``Engine`` on
+``auroradsql+psycopg`` or ``auroradsql+psycopg2`` and keeps the argument
+names of Amazon's ``aurora_dsql_sqlalchemy.create_dsql_engine`` (``host``,
+``user``, ``driver``, ``dbname``, ``sslmode``, ``sslrootcert``,
+``application_name``, ``pool_size``, ``max_overflow``, ``connect_args`` with
+the connector's ``region``, ``profile``, ``token_duration_secs`` and
+``custom_credentials_provider``), so switching is a change of import.
+
+Every new physical connection gets its own token, signed by the shared
+generator for the credentials source (:mod:`sqlalchemy_dsql.auth`); the async
+engine signs through aioboto3, so refreshing temporary credentials never
+blocks the event loop. Connections are retired before DSQL's 60-minute limit
+and connections the server closed are replaced at checkout
+(:mod:`sqlalchemy_dsql.pool`). A connection lost while in use raises
+:class:`~sqlalchemy_dsql.errors.ConnectionLost`, which says whether COMMIT
+was in flight.
 
 TLS is verify-full by default, against the system trust store or
 ``sslrootcert``. ``hostaddr`` dials another address while tokens are signed
-for, and the certificate is checked against, ``host`` (how the local emulator's
-DSQL-shaped endpoint is reached).
+for, and the certificate is checked against, ``host`` (how the local
+emulator's DSQL-shaped endpoint is reached). Anything weaker than
+verify-full towards a ``*.on.aws`` host is refused unless
+``allow_insecure_tls=True``.
+
+A connection that cannot be opened raises a
+:class:`~sqlalchemy_dsql.errors.ConnectError` subclass that says what is
+wrong and what to do: :class:`~sqlalchemy_dsql.errors.AuthenticationFailed`,
+:class:`~sqlalchemy_dsql.errors.TLSVerificationFailed` or
+:class:`~sqlalchemy_dsql.errors.ClusterUnreachable`. Tokens and secret keys
+never appear in logs, reprs, URLs or error messages.
 """
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
-import random
+import re
+import socket
 import ssl
-import time
-import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Engine, event, exc
+from sqlalchemy import URL, Engine, create_engine, event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from .auth import DEFAULT_TOKEN_LIFETIME, async_token_generator, resolve_endpoint
-from .errors import ConfigurationError
+from .auth import (
+    DEFAULT_TOKEN_LIFETIME,
+    Endpoint,
+    action_for,
+    async_token_generator,
+    resolve_endpoint,
+    token_generator,
+)
+from .errors import (
+    AuthenticationFailed,
+    ClusterUnreachable,
+    ConfigurationError,
+    ConnectError,
+    ConnectionLost,
+    TLSVerificationFailed,
+)
+from .pool import (
+    DEFAULT_MAX_CONNECTION_AGE,
+    AsyncDSQLQueuePool,
+    DSQLQueuePool,
+    PoolCounters,
+    check_lifetime,
+    default_jitter,
+    manage_lifetime,
+)
 
-__all__ = ["EngineCounters", "create_async_dsql_engine", "engine_counters"]
+__all__ = ["create_async_dsql_engine", "create_dsql_engine"]
 
-DEFAULT_MAX_CONNECTION_AGE = 55 * 60.0
 _log = logging.getLogger("sqlalchemy_dsql.engine")
-_RETIRE_AT = "auroradsql_retire_at"
-
-
-@dataclass
-class EngineCounters:
-    """What the engine's pool did: connections opened, retired (and why), tokens minted."""
-
-    connections_opened: int = 0
-    retired_for_age: int = 0
-    replaced_after_close: int = 0
-    tokens_minted: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-_counters: weakref.WeakKeyDictionary[Engine, EngineCounters] = weakref.WeakKeyDictionary()
-
-
-def engine_counters(engine: AsyncEngine | Engine) -> EngineCounters:
-    """The counters of an engine made by this module."""
-    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-    try:
-        return _counters[sync_engine]
-    except KeyError:
-        raise ConfigurationError(
-            "this engine was not made by create_async_dsql_engine(); it has no DSQL counters"
-        ) from None
+_SSLMODES = ("verify-full", "verify-ca", "require", "disable")
+_COMMITTING = "auroradsql_committing"
+# Keys of Amazon's connector that create_dsql_engine accepts inside connect_args.
+_CONNECTOR_KEYS = {
+    "region": "region",
+    "profile": "profile",
+    "token_duration_secs": "token_lifetime",
+    "custom_credentials_provider": "credentials_provider",
+}
 
 
 class _VerifyAs(ssl.SSLContext):
@@ -84,36 +101,241 @@ class _VerifyAs(ssl.SSLContext):
         return super().wrap_bio(*args, **kwargs)
 
 
-def _tls_context(
-    sslmode: str, sslrootcert: str | None, verify_host: str | None, direct_tls: bool
-) -> ssl.SSLContext:
-    if sslmode != "verify-full":
+def _check_tls(endpoint: Endpoint, sslmode: str, allow_insecure_tls: bool) -> None:
+    if sslmode not in _SSLMODES:
         raise ConfigurationError(
-            f"sslmode={sslmode!r} is not supported: Aurora DSQL requires TLS and this engine "
-            f"only makes verified connections (sslmode='verify-full')"
+            f"sslmode={sslmode!r} is not supported: use 'verify-full' (the default; Aurora DSQL "
+            f"requires TLS), or one of {', '.join(repr(m) for m in _SSLMODES[1:])} towards a "
+            f"proxy or emulator"
         )
-    if verify_host:
+    if sslmode != "verify-full" and endpoint.is_dsql and not allow_insecure_tls:
+        raise ConfigurationError(
+            f"sslmode={sslmode!r} towards {endpoint.host} would send the IAM token over a "
+            f"connection whose server is not verified; use sslmode='verify-full' (Amazon Root "
+            f"CA 1 is in the system trust store), or pass allow_insecure_tls=True if you "
+            f"really mean it"
+        )
+
+
+def _tls_context(
+    sslmode: str,
+    sslrootcert: str | None,
+    verify_as: str | None,
+    direct_tls: bool,
+) -> ssl.SSLContext | bool:
+    """The ``ssl`` argument for asyncpg."""
+    if sslmode == "disable":
+        return False
+    if verify_as:
         pinned = _VerifyAs(ssl.PROTOCOL_TLS_CLIENT)
-        pinned.verify_host = verify_host
+        pinned.verify_host = verify_as
         context: ssl.SSLContext = pinned
     else:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = True
-    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = sslmode == "verify-full"
+    context.verify_mode = ssl.CERT_NONE if sslmode == "require" else ssl.CERT_REQUIRED
     if sslrootcert in (None, "system"):
         context.load_default_certs()
     else:
-        try:
-            context.load_verify_locations(cafile=sslrootcert)
-        except (OSError, ssl.SSLError) as error:
-            raise ConfigurationError(
-                f"cannot load the CA file sslrootcert={sslrootcert!r}: {error}; pass the path of "
-                f"a PEM file, or 'system' for the system trust store"
-            ) from None
+        _check_ca_file(sslrootcert, context)
     if direct_tls:
         # asyncpg sets ALPN only on contexts it builds; direct TLS requires it.
         context.set_alpn_protocols(["postgresql"])
     return context
+
+
+def _check_ca_file(sslrootcert: str | None, context: ssl.SSLContext | None = None) -> None:
+    """Load ``sslrootcert`` into ``context`` (or a scratch one), failing with advice."""
+    if sslrootcert in (None, "system"):
+        return
+    try:
+        (context or ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)).load_verify_locations(
+            cafile=sslrootcert
+        )
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigurationError(
+            f"cannot load the CA file sslrootcert={sslrootcert!r} "
+            f"({type(error).__name__}: {error.strerror or error}); pass the path of a PEM "
+            f"file, or 'system' for the system trust store"
+        ) from None
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _server_reason(error: BaseException) -> str:
+    text = str(error).strip()
+    # libpq: 'connection to server at "h" (a), port p failed: FATAL:  <reason>'
+    found = re.search(r"FATAL:\s+(.*)", text, re.DOTALL)
+    return (found.group(1) if found else text).strip().splitlines()[0]
+
+
+class _ConnectContext:
+    """What the error explanations need to know about the connection attempt."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        user: str,
+        dial: str,
+        port: int,
+        sslrootcert: str | None,
+        token_lifetime: int,
+        connect_timeout: float,
+    ) -> None:
+        self.endpoint = endpoint
+        self.user = user
+        self.dial = dial
+        self.port = port
+        self.sslrootcert = sslrootcert
+        self.token_lifetime = token_lifetime
+        self.connect_timeout = connect_timeout
+
+    def explain(self, error: BaseException) -> ConnectError | None:
+        """Our error for a failed connection attempt, or None to let ``error`` through."""
+        text = str(error)
+        lowered = text.lower()
+        if isinstance(error, ssl.SSLCertVerificationError) or (
+            "certificate verify failed" in lowered
+            or ("server certificate" in lowered and "does not match" in lowered)
+        ):
+            return self._tls(_server_reason(error))
+        sqlstate = getattr(error, "sqlstate", None)
+        if (
+            (sqlstate or "").startswith("28")
+            or "access denied" in lowered
+            or ("password authentication failed" in lowered)
+        ):
+            return self._refused(_server_reason(error))
+        if isinstance(error, ssl.SSLError):
+            return ConnectError(
+                f"the TLS handshake with {self._target()} failed ({error.reason or error}); "
+                f"if direct_tls=True, the server may not accept direct TLS"
+            )
+        if isinstance(error, socket.gaierror | ConnectionRefusedError | TimeoutError) or (
+            isinstance(error, OSError)
+            and error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ETIMEDOUT)
+        ):
+            return self._unreachable(f"{type(error).__name__}: {error}")
+        if any(
+            marker in lowered
+            for marker in (
+                "connection refused",
+                "could not translate host name",
+                "timeout expired",
+                "no route to host",
+                "network is unreachable",
+            )
+        ):
+            return self._unreachable(_server_reason(error))
+        return None
+
+    def _target(self) -> str:
+        if self.dial != self.endpoint.host:
+            return f"{self.endpoint.host} (dialled at {self.dial}:{self.port})"
+        return f"{self.endpoint.host}:{self.port}"
+
+    def _tls(self, reason: str) -> TLSVerificationFailed:
+        trust = (
+            "the system trust store"
+            if self.sslrootcert in (None, "system")
+            else f"sslrootcert={self.sslrootcert!r}"
+        )
+        return TLSVerificationFailed(
+            f"could not verify the TLS certificate of {self._target()}: {reason}. The "
+            f"certificate must be issued for {self.endpoint.host} by a CA in {trust}. For "
+            f"Aurora DSQL that is Amazon Root CA 1, in the system trust store "
+            f"(sslrootcert='system'); for a proxy or the local emulator pass its CA file as "
+            f"sslrootcert=..."
+        )
+
+    def _refused(self, reason: str) -> AuthenticationFailed:
+        action = action_for(self.user)
+        lowered = reason.lower()
+        advice = []
+        if "expired" in lowered or "future" in lowered or "signing time" in lowered:
+            advice.append(
+                f"each connection gets a token valid for {self.token_lifetime} s from signing, "
+                f"so check this machine's clock (the server compares it with its own)"
+            )
+        if "host" in lowered or "endpoint" in lowered:
+            advice.append(
+                f"tokens are signed for host {self.endpoint.host!r}: pass the cluster's "
+                f"endpoint as host (to dial another address, use hostaddr=)"
+            )
+        if "action" in lowered or "not authorized" in lowered or "dbconnect" in lowered:
+            advice.append(
+                f"user {self.user!r} logs in with a {action} token: the IAM identity behind "
+                f"your credentials needs dsql:{action} on this cluster"
+            )
+        if not advice:
+            advice.append(
+                f"the IAM identity behind your credentials needs dsql:{action} on this cluster, "
+                f"for region {self.endpoint.region!r}, and this machine's clock must be right"
+            )
+        if self.user != "admin":
+            advice.append(
+                f"role {self.user!r} must exist WITH LOGIN and be linked to that IAM identity "
+                f"(AWS IAM GRANT {self.user} TO '<role arn>')"
+            )
+        return AuthenticationFailed(
+            f"the cluster {self.endpoint.host} refused the IAM token for user {self.user!r}: "
+            f"{reason}. What to do: {'; '.join(advice)}"
+        )
+
+    def _unreachable(self, reason: str) -> ClusterUnreachable:
+        return ClusterUnreachable(
+            f"cannot reach {self._target()} ({reason}). Check the endpoint (cluster id and "
+            f"region), DNS, the network path (VPC, security groups, proxy) and the port; the "
+            f"connection attempt waits at most connect_timeout={self.connect_timeout} s"
+        )
+
+
+def _explain_lost_connections(engine: Engine, endpoint: Endpoint, counters: PoolCounters) -> None:
+    """Say "connection lost" (and whether COMMIT was in flight) instead of a driver error."""
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.info.pop(_COMMITTING, None)
+
+    @event.listens_for(engine, "commit")
+    def _commit(conn: Any) -> None:
+        conn.info[_COMMITTING] = True
+
+    @event.listens_for(engine, "handle_error")
+    def _lost(context: Any) -> BaseException | None:
+        original = context.sqlalchemy_exception
+        if not context.is_disconnect or not isinstance(original, exc.DBAPIError):
+            return None
+        if isinstance(original, ConnectionLost):
+            return None
+        connection = context.connection
+        during_commit = bool(
+            context.statement is None
+            and connection is not None
+            and not connection.invalidated
+            and connection.info.pop(_COMMITTING, False)
+        )
+        counters.lost_in_use += 1
+        if during_commit:
+            outcome = (
+                "the connection was lost while COMMIT was in flight, so whether the transaction "
+                "was committed is unknown: check before repeating it, or retry only if it is "
+                "idempotent"
+            )
+        else:
+            outcome = (
+                "the open transaction, if any, was rolled back by the server; retry it on a new "
+                "connection (sqlalchemy_dsql.run_transaction does)"
+            )
+        _log.debug("connection to %s lost in use (during commit: %s)", endpoint.host, during_commit)
+        return ConnectionLost(
+            f"lost the connection to {endpoint.host} (closed by the server or the network, "
+            f"for example DSQL's 60-minute limit): {original.orig}. {outcome}",
+            original,
+            during_commit=during_commit,
+        )
 
 
 def create_async_dsql_engine(
@@ -126,11 +348,13 @@ def create_async_dsql_engine(
     schema: str | None = None,
     session: Any = None,
     profile: str | None = None,
+    credentials_provider: Any = None,
     token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
     sslmode: str = "verify-full",
     sslrootcert: str | None = None,
     hostaddr: str | None = None,
     direct_tls: bool = False,
+    allow_insecure_tls: bool = False,
     application_name: str | None = None,
     max_connection_age: float = DEFAULT_MAX_CONNECTION_AGE,
     connection_age_jitter: float | None = None,
@@ -142,68 +366,237 @@ def create_async_dsql_engine(
 
     ``host`` is the cluster endpoint, or a cluster id with ``region``.
     ``schema`` sets ``search_path`` on every new connection. Credentials come
-    from ``session`` (an ``aioboto3.Session``), ``profile`` or the default
-    chain. Other keyword arguments go to ``create_async_engine`` (``pool_size``,
-    ``max_overflow``, ``echo``, ...).
+    from ``session`` (an ``aioboto3.Session``), ``profile``,
+    ``credentials_provider`` (a botocore or aiobotocore credential provider)
+    or the default chain. ``token_lifetime`` is each token's validity in
+    seconds. ``max_connection_age`` and ``connection_age_jitter`` (seconds)
+    bound each connection's life. Other keyword arguments go to
+    ``create_async_engine`` (``pool_size``, ``max_overflow``, ``pool_timeout``,
+    ``echo``, ...).
     """
     import asyncpg
 
     endpoint = resolve_endpoint(host, region)
-    if max_connection_age <= 0:
-        raise ConfigurationError(f"max_connection_age must be positive, got {max_connection_age}")
     jitter = (
-        min(max_connection_age * 0.1, 300.0)
+        default_jitter(max_connection_age)
         if connection_age_jitter is None
         else connection_age_jitter
     )
-    if not 0 <= jitter < max_connection_age:
-        raise ConfigurationError(
-            f"connection_age_jitter must be between 0 and max_connection_age, got {jitter}"
-        )
-    context = _tls_context(sslmode, sslrootcert, endpoint.host if hostaddr else None, direct_tls)
+    check_lifetime(max_connection_age, jitter)
+    _check_tls(endpoint, sslmode, allow_insecure_tls)
+    tls = _tls_context(sslmode, sslrootcert, endpoint.host if hostaddr else None, direct_tls)
+    token_generator_for_loop = _async_generator_factory(
+        endpoint, session, profile, credentials_provider
+    )
     settings = dict(server_settings or {})
     if application_name is not None:
         settings["application_name"] = application_name
-    if schema is not None:
-        settings["search_path"] = schema
-    counters = EngineCounters()
+    set_search_path = f"SET search_path = {_quoted(schema)}" if schema else None
+    dial = hostaddr or endpoint.host
+    explainer = _ConnectContext(
+        endpoint, user, dial, port, sslrootcert, token_lifetime, connect_timeout
+    )
+    counters = PoolCounters()
 
     async def connect() -> Any:
-        generator = async_token_generator(endpoint.region, session=session, profile=profile)
+        generator = token_generator_for_loop()
         token = await generator.token(endpoint.host, user, token_lifetime)
         counters.tokens_minted += 1
-        connection = await asyncpg.connect(
-            host=hostaddr or endpoint.host,
-            port=port,
-            user=user,
-            password=token,
-            database=database,
-            ssl=context,
-            direct_tls=direct_tls,
-            timeout=connect_timeout,
-            server_settings=settings or None,
-        )
+        try:
+            connection = await asyncpg.connect(
+                host=dial,
+                port=port,
+                user=user,
+                password=token,
+                database=database,
+                ssl=tls,
+                direct_tls=direct_tls,
+                timeout=connect_timeout,
+                server_settings=settings or None,
+            )
+        except Exception as error:
+            explained = explainer.explain(error)
+            if explained is None:
+                raise
+            raise explained from error
+        if set_search_path:
+            await connection.execute(set_search_path)
         counters.connections_opened += 1
         _log.debug("opened a connection to %s as %s", endpoint.host, user)
         return connection
 
-    engine = create_async_engine("auroradsql+asyncpg://", async_creator=connect, **engine_kwargs)
-    _counters[engine.sync_engine] = counters
-    pool = engine.sync_engine.pool
-
-    @event.listens_for(pool, "connect")
-    def _set_retirement(dbapi_connection: Any, record: Any) -> None:
-        record.info[_RETIRE_AT] = time.monotonic() + max_connection_age - random.uniform(0, jitter)
-
-    @event.listens_for(pool, "checkout")
-    def _retire_or_replace(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        if dbapi_connection.driver_connection.is_closed():
-            counters.replaced_after_close += 1
-            _log.debug("replacing a connection the server closed")
-            raise exc.DisconnectionError("the server closed this connection; opening another")
-        if time.monotonic() >= record.info.get(_RETIRE_AT, float("inf")):
-            counters.retired_for_age += 1
-            _log.debug("retiring a connection past its maximum age")
-            raise exc.DisconnectionError("connection past its maximum age; opening another")
-
+    engine_kwargs.setdefault("poolclass", AsyncDSQLQueuePool)
+    engine = create_async_engine(
+        URL.create(
+            "auroradsql+asyncpg", username=user, host=endpoint.host, port=port, database=database
+        ),
+        async_creator=connect,
+        **engine_kwargs,
+    )
+    manage_lifetime(engine.sync_engine.pool, counters, max_connection_age, jitter)
+    _explain_lost_connections(engine.sync_engine, endpoint, counters)
     return engine
+
+
+def _async_generator_factory(
+    endpoint: Endpoint, session: Any, profile: str | None, credentials_provider: Any
+) -> Any:
+    def generator() -> Any:
+        return async_token_generator(
+            endpoint.region,
+            session=session,
+            profile=profile,
+            credentials_provider=credentials_provider,
+        )
+
+    return generator
+
+
+def _numeric_address(hostaddr: str) -> str:
+    """libpq's ``hostaddr`` must be an IP address; resolve a name once, here."""
+    try:
+        ipaddress.ip_address(hostaddr)
+    except ValueError:
+        try:
+            return socket.gethostbyname(hostaddr)
+        except OSError as error:
+            raise ConfigurationError(
+                f"hostaddr={hostaddr!r} does not resolve ({error}); pass an IP address"
+            ) from None
+    return hostaddr
+
+
+def create_dsql_engine(
+    host: str,
+    user: str = "admin",
+    driver: str = "psycopg",
+    dbname: str = "postgres",
+    sslmode: str = "verify-full",
+    sslrootcert: str = "system",
+    application_name: str = "sqlalchemy",
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    connect_args: dict[str, Any] | None = None,
+    *,
+    region: str | None = None,
+    port: int = 5432,
+    schema: str | None = None,
+    session: Any = None,
+    profile: str | None = None,
+    credentials_provider: Any = None,
+    token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
+    hostaddr: str | None = None,
+    direct_tls: bool = False,
+    allow_insecure_tls: bool = False,
+    max_connection_age: float = DEFAULT_MAX_CONNECTION_AGE,
+    connection_age_jitter: float | None = None,
+    connect_timeout: int = 30,
+    **engine_kwargs: Any,
+) -> Engine:
+    """An ``Engine`` on ``auroradsql+psycopg`` (or ``+psycopg2``) with fresh IAM tokens.
+
+    The positional arguments are those of Amazon's ``create_dsql_engine``;
+    ``connect_args`` may carry its connector's ``region``, ``profile``,
+    ``token_duration_secs`` and ``custom_credentials_provider`` (or use the
+    keyword arguments of the same meaning); other ``connect_args`` go to the
+    driver. ``session`` is a ``boto3.Session``. The other keywords mean what
+    they mean for :func:`create_async_dsql_engine`; the rest go to
+    ``create_engine``.
+    """
+    if driver not in ("psycopg", "psycopg2"):
+        raise ConfigurationError(
+            f"driver={driver!r} is not supported: use 'psycopg' or 'psycopg2' here, and "
+            f"create_async_dsql_engine() for asyncio"
+        )
+    options: dict[str, Any] = {
+        "region": region,
+        "profile": profile,
+        "token_lifetime": token_lifetime,
+        "credentials_provider": credentials_provider,
+    }
+    driver_args = dict(connect_args or {})
+    for key, option in _CONNECTOR_KEYS.items():
+        if key in driver_args:
+            options[option] = driver_args.pop(key)
+    # Amazon's helper lets connect_args override these; they go through the same checks.
+    sslmode = driver_args.pop("sslmode", sslmode)
+    sslrootcert = driver_args.pop("sslrootcert", sslrootcert)
+    hostaddr = driver_args.pop("hostaddr", hostaddr)
+    endpoint = resolve_endpoint(host, options["region"])
+    lifetime = int(options["token_lifetime"])
+    jitter = (
+        default_jitter(max_connection_age)
+        if connection_age_jitter is None
+        else connection_age_jitter
+    )
+    check_lifetime(max_connection_age, jitter)
+    _check_tls(endpoint, sslmode, allow_insecure_tls)
+    if sslmode != "disable":
+        _check_ca_file(sslrootcert)
+    generator = token_generator(
+        endpoint.region,
+        session=session,
+        profile=options["profile"],
+        credentials_provider=options["credentials_provider"],
+    )
+    address = _numeric_address(hostaddr) if hostaddr else None
+    explainer = _ConnectContext(
+        endpoint, user, address or endpoint.host, port, sslrootcert, lifetime, connect_timeout
+    )
+    counters = PoolCounters()
+    libpq: dict[str, Any] = {
+        "sslmode": sslmode,
+        "application_name": application_name,
+        "connect_timeout": connect_timeout,
+    }
+    if sslmode != "disable":
+        libpq["sslrootcert"] = sslrootcert
+    if address:
+        libpq["hostaddr"] = address
+    if direct_tls:
+        libpq["sslnegotiation"] = "direct"
+    libpq.update(driver_args)
+
+    engine_kwargs.setdefault("poolclass", DSQLQueuePool)
+    engine = create_engine(
+        URL.create(
+            f"auroradsql+{driver}", username=user, host=endpoint.host, port=port, database=dbname
+        ),
+        connect_args=libpq,
+        **_pool_arguments(engine_kwargs, pool_size, max_overflow),
+    )
+
+    @event.listens_for(engine, "do_connect")
+    def _connect_with_token(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        cparams["password"] = generator.token(endpoint.host, user, lifetime)
+        counters.tokens_minted += 1
+        try:
+            connection = dialect.loaded_dbapi.connect(*cargs, **cparams)
+        except Exception as error:
+            explained = explainer.explain(error)
+            if explained is None:
+                raise
+            raise explained from error
+        if schema:
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET search_path = {_quoted(schema)}")
+            connection.commit()
+        counters.connections_opened += 1
+        _log.debug("opened a connection to %s as %s", endpoint.host, user)
+        return connection
+
+    manage_lifetime(engine.pool, counters, max_connection_age, jitter)
+    _explain_lost_connections(engine, endpoint, counters)
+    return engine
+
+
+def _pool_arguments(
+    engine_kwargs: dict[str, Any], pool_size: int, max_overflow: int
+) -> dict[str, Any]:
+    """Amazon's defaults for pool_size / max_overflow apply only to queue pools."""
+    from sqlalchemy.pool import QueuePool
+
+    poolclass = engine_kwargs["poolclass"]
+    if isinstance(poolclass, type) and issubclass(poolclass, QueuePool):
+        return {"pool_size": pool_size, "max_overflow": max_overflow, **engine_kwargs}
+    return engine_kwargs

@@ -7,6 +7,8 @@ say which Aurora DSQL rule was hit and what to do instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import exc
 
 
@@ -46,3 +48,58 @@ class AsyncJobFailed(DSQLError):
         super().__init__(message)
         self.job_id = job_id
         self.object_name = object_name
+
+
+class ConnectError(DSQLError):
+    """A new connection to the cluster could not be opened; the message says why and what to do.
+
+    The driver's own exception is the ``__cause__``.
+    """
+
+
+class AuthenticationFailed(ConnectError):
+    """The cluster refused the IAM token (expired, wrong action, wrong host, not allowed)."""
+
+
+class TLSVerificationFailed(ConnectError):
+    """The server's certificate could not be verified against the trusted CAs and host name."""
+
+
+class ClusterUnreachable(ConnectError):
+    """No connection could be made to the cluster's address (DNS, network, port, timeout)."""
+
+
+class ConnectionLost(DSQLError, exc.OperationalError):
+    """The connection died while in use: the server closed it or the network dropped it.
+
+    The work of the open transaction is lost. ``during_commit`` is true when
+    the connection was lost while COMMIT was in flight: then nobody knows
+    whether the transaction was committed, and retrying it is only safe if it
+    is idempotent.
+    """
+
+    def __init__(self, message: str, original: exc.DBAPIError, *, during_commit: bool) -> None:
+        exc.StatementError.__init__(
+            self,
+            message,
+            original.statement,
+            original.params,
+            original.orig,
+            hide_parameters=original.hide_parameters,
+            ismulti=original.ismulti,
+        )
+        self.connection_invalidated = original.connection_invalidated
+        self.during_commit = during_commit
+
+    def __reduce__(self) -> Any:
+        return (
+            _rebuild_connection_lost,
+            (self.args[0], self.statement, self.orig, self.during_commit),
+        )
+
+
+def _rebuild_connection_lost(
+    message: str, statement: str | None, orig: BaseException | None, during_commit: bool
+) -> ConnectionLost:
+    original = exc.DBAPIError(statement, None, orig or Exception(message))
+    return ConnectionLost(message, original, during_commit=during_commit)

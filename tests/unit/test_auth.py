@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+import threading
+
 import aioboto3
 import boto3
 import pytest
+from botocore.credentials import CredentialProvider, Credentials, RefreshableCredentials
 
 from sqlalchemy_dsql.auth import (
     AsyncTokenGenerator,
@@ -159,6 +163,58 @@ def test_reprs_hold_no_secrets() -> None:
     assert "eu-west-1" in text
 
 
-def test_session_and_profile_together_are_refused() -> None:
-    with pytest.raises(ConfigurationError, match="either session= or profile="):
+def test_two_credentials_sources_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="one credentials source, not session and profile"):
         TokenGenerator(REGION, session=_boto3_session(), profile="dev")
+
+
+class _FixedProvider(CredentialProvider):  # type: ignore[misc]
+    METHOD = "fixed-test"
+
+    def __init__(self, *, refreshable: bool = False) -> None:
+        self.refreshable = refreshable
+        self.loaded_in: list[str] = []
+
+    def load(self) -> Credentials:
+        self.loaded_in.append(threading.current_thread().name)
+        if not self.refreshable:
+            return fixed_test_credentials()
+        expiry = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(hours=1)
+        return RefreshableCredentials.create_from_metadata(
+            {
+                "access_key": TEST_ACCESS_KEY_ID,
+                "secret_key": TEST_SECRET_ACCESS_KEY,
+                "token": None,
+                "expiry_time": expiry.isoformat(),
+            },
+            refresh_using=lambda: None,
+            method=self.METHOD,
+        )
+
+
+def test_sync_generator_takes_a_credentials_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    provider = _FixedProvider()
+    _verifier().verify(
+        "admin", TokenGenerator(REGION, credentials_provider=provider).token(HOST, "admin")
+    )
+    assert provider.loaded_in == [threading.current_thread().name]
+
+
+@pytest.mark.parametrize("refreshable", [False, True])
+async def test_async_generator_loads_a_sync_provider_off_the_loop(
+    monkeypatch: pytest.MonkeyPatch, refreshable: bool
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    provider = _FixedProvider(refreshable=refreshable)
+    generator = AsyncTokenGenerator(REGION, credentials_provider=provider)
+    try:
+        for user in ("admin", "app"):
+            _verifier().verify(user, await generator.token(HOST, user))
+    finally:
+        await generator.close()
+    assert provider.loaded_in
+    assert threading.current_thread().name not in provider.loaded_in
+    assert "provider=_FixedProvider" in repr(generator)

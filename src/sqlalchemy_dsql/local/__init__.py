@@ -64,6 +64,13 @@ class LocalDSQL:
     ``endpoint`` (the DSQL-shaped host name tokens are signed for and the
     certificate covers), ``region``, ``ca_file`` (PEM of the throwaway CA) and
     ``credentials`` (the fixed test key pair, a botocore ``Credentials``).
+
+    To show authentication failures: ``connect_only_credentials`` are extra
+    key pairs whose (pretend) IAM policy allows ``dsql:DbConnect`` but not
+    ``dsql:DbConnectAdmin``; ``clock_offset`` is how many seconds the
+    cluster's clock runs ahead of this machine's. The certificate also covers
+    ``*.dsql.<region>.on.aws``, so a client may name another cluster id and
+    meet the token check rather than the TLS check.
     """
 
     def __init__(
@@ -75,6 +82,8 @@ class LocalDSQL:
         backend_url: str | None = None,
         data_dir: str | Path | None = None,
         credentials: Sequence[Credentials] | None = None,
+        connect_only_credentials: Sequence[Credentials] = (),
+        clock_offset: float = 0.0,
         authenticate: bool = True,
         max_connection_age: float = 3600.0,
         max_transaction_age: float = 300.0,
@@ -106,7 +115,11 @@ class LocalDSQL:
         self.region = region
         self.endpoint = f"{cluster_id}.dsql.{region}.on.aws"
         self.credentials = fixed_test_credentials() if credentials is None else credentials[0]
-        self._all_credentials = tuple(credentials or (self.credentials,))
+        self._all_credentials = tuple(credentials or (self.credentials,)) + tuple(
+            connect_only_credentials
+        )
+        self._connect_only = frozenset(c.access_key for c in connect_only_credentials)
+        self._clock_offset = clock_offset
         self._requested_port = port
         self._backend = Backend(
             url=backend_url, data_dir=Path(data_dir) if data_dir is not None else None
@@ -167,6 +180,8 @@ class LocalDSQL:
                 latency=self._latency,
                 authenticate=self._authenticate,
                 second_opinion=self._second_opinion,
+                connect_only=self._connect_only,
+                clock_offset=self._clock_offset,
             )
             self._run(self._backend.install())
             server = Server(config, self._backend.address, tls, self._log_statement)
@@ -326,7 +341,11 @@ class LocalDSQL:
         import trustme
 
         authority = trustme.CA(organization_name="dsql-local throwaway CA")
-        certificate = authority.issue_cert("localhost", "127.0.0.1", self.endpoint)
+        # The wildcard lets a client reach the emulator under another cluster id of the
+        # region, so that a token signed for the wrong cluster meets the token check.
+        certificate = authority.issue_cert(
+            "localhost", "127.0.0.1", self.endpoint, f"*.dsql.{self.region}.on.aws"
+        )
         ca_path = directory / "dsql-local-ca.pem"
         authority.cert_pem.write_to_path(str(ca_path))
         self.ca_file = str(ca_path)

@@ -55,6 +55,8 @@ class ServerConfig:
     latency: float
     authenticate: bool
     second_opinion: bool
+    connect_only: frozenset[str] = frozenset()
+    clock_offset: float = 0.0
 
 
 class Server(SessionHost):
@@ -77,7 +79,13 @@ class Server(SessionHost):
         self.jobs = JobRunner(address, self.catalog)
         self.sessions: dict[int, Session] = {}
         self._tls = tls
-        self._verifier = TokenVerifier.create(config.endpoint, config.region, config.credentials)
+        self._verifier = TokenVerifier.create(
+            config.endpoint,
+            config.region,
+            config.credentials,
+            connect_only=config.connect_only,
+            clock_offset=config.clock_offset,
+        )
         self._connection_tokens = float(config.limits.connection_burst)
         self._tokens_updated = time.monotonic()
         self._second_opinions: dict[str, rules.Rejection | None] = {}

@@ -100,6 +100,7 @@ class Counters:
     transactions: int = 0
     rejections: int = 0
     conflicts: int = 0
+    closed_at_age_limit: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -239,7 +240,7 @@ class Session:
         self._client, self._backend = client, backend
         client.set_protocol(_Side(self._client_data, self.close, self._client_flow))
         backend.set_protocol(_Side(self._backend_data, self.close, self._backend_flow))
-        age_timer = self._loop.call_later(self._host.limits.max_connection_age, self.close)
+        age_timer = self._loop.call_later(self._host.limits.max_connection_age, self._age_out)
         try:
             if backend_leftover:
                 self._backend_data(backend_leftover)
@@ -254,6 +255,11 @@ class Session:
     def close(self) -> None:
         """Drop the connection the way DSQL does at the age limit: no error, just closed."""
         self._closed.set()
+
+    def _age_out(self) -> None:
+        self.counters.closed_at_age_limit += 1
+        self._host.totals.closed_at_age_limit += 1
+        self.close()
 
     def _client_flow(self, paused: bool) -> None:
         if self._backend is not None:

@@ -38,19 +38,39 @@ class TokenRejected(Exception):
 
 @dataclass(frozen=True, slots=True)
 class TokenVerifier:
+    """Checks tokens as a cluster would.
+
+    ``connect_only`` holds access key ids whose IAM policy (as this emulator
+    pretends) allows ``dsql:DbConnect`` but not ``dsql:DbConnectAdmin``.
+    ``clock_offset`` is how many seconds the cluster's clock runs ahead of
+    the machine's, to show what a skewed client clock does.
+    """
+
     endpoint: str
     region: str
     credentials: tuple[Credentials, ...]
+    connect_only: frozenset[str] = frozenset()
+    clock_offset: float = 0.0
 
     @classmethod
     def create(
-        cls, endpoint: str, region: str, credentials: Iterable[Credentials]
+        cls,
+        endpoint: str,
+        region: str,
+        credentials: Iterable[Credentials],
+        *,
+        connect_only: Iterable[str] = (),
+        clock_offset: float = 0.0,
     ) -> TokenVerifier:
-        return cls(endpoint.lower(), region, tuple(credentials))
+        return cls(
+            endpoint.lower(), region, tuple(credentials), frozenset(connect_only), clock_offset
+        )
 
     def verify(self, user: str, token: str, now: _dt.datetime | None = None) -> None:
         """Raise :class:`TokenRejected` unless ``token`` lets ``user`` connect now."""
-        now = now or _dt.datetime.now(_dt.timezone.utc)
+        now = (now or _dt.datetime.now(_dt.timezone.utc)) + _dt.timedelta(
+            seconds=self.clock_offset
+        )
         parts = urlsplit("https://" + token.strip())
         if parts.path not in ("", "/") or not parts.query:
             raise TokenRejected("the password is not an IAM authentication token")
@@ -89,6 +109,11 @@ class TokenVerifier:
         expected = _signature(credentials, host, action, region, params["X-Amz-Date"], expires)
         if not hmac.compare_digest(expected, params.get("X-Amz-Signature", "")):
             raise TokenRejected("the token's signature does not match")
+        if action == "DbConnectAdmin" and access_key in self.connect_only:
+            raise TokenRejected(
+                "the IAM identity that signed the token is not authorized to perform "
+                "dsql:DbConnectAdmin on this cluster"
+            )
 
     def _credentials_for(self, access_key: str, session_token: str | None) -> Credentials:
         for credentials in self.credentials:
