@@ -24,7 +24,10 @@ chain. A synchronous botocore provider given to the async generator is loaded
 in a worker thread, so it cannot block the loop either.
 
 Tokens and secret keys never appear in the reprs or error messages of these
-classes.
+classes. botocore logs the canonical request and the signature of every SigV4
+signing at DEBUG level, and for a DSQL token those lines are the token itself:
+importing this module installs a filter on the ``botocore.auth`` logger that
+blanks them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +52,27 @@ __all__ = [
     "resolve_endpoint",
     "token_generator",
 ]
+
+
+class _RedactSigning(logging.Filter):
+    """Blank botocore's signing debug lines, from which a presigned token can be rebuilt."""
+
+    _SECRET_LINES = ("CanonicalRequest:", "StringToSign:", "Signature:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith(self._SECRET_LINES):
+            record.msg = record.msg.split(":", 1)[0] + ": (redacted by sqlalchemy_dsql)"
+            record.args = ()
+        return True
+
+
+def _install_redaction() -> None:
+    signing_log = logging.getLogger("botocore.auth")
+    if not any(isinstance(f, _RedactSigning) for f in signing_log.filters):
+        signing_log.addFilter(_RedactSigning())
+
+
+_install_redaction()
 
 DEFAULT_TOKEN_LIFETIME = 900  # seconds; a token is only checked when a connection opens
 _MAX_TOKEN_LIFETIME = 7 * 24 * 3600
@@ -112,7 +137,7 @@ def action_for(user: str) -> str:
     return "DbConnectAdmin" if user == "admin" else "DbConnect"
 
 
-def _check_lifetime(expires_in: int) -> None:
+def check_token_lifetime(expires_in: int) -> None:
     if not 1 <= expires_in <= _MAX_TOKEN_LIFETIME:
         raise ConfigurationError(
             f"token lifetime must be between 1 s and one week ({_MAX_TOKEN_LIFETIME} s), "
@@ -180,7 +205,7 @@ class TokenGenerator(_Generator):
 
     def token(self, host: str, user: str, expires_in: int = DEFAULT_TOKEN_LIFETIME) -> str:
         """A fresh token for ``user`` at ``host``."""
-        _check_lifetime(expires_in)
+        check_token_lifetime(expires_in)
         from botocore.exceptions import NoCredentialsError
 
         client = self._client or self._make_client()
@@ -232,7 +257,7 @@ class AsyncTokenGenerator(_Generator):
 
     async def token(self, host: str, user: str, expires_in: int = DEFAULT_TOKEN_LIFETIME) -> str:
         """A fresh token for ``user`` at ``host``, signed without blocking the loop."""
-        _check_lifetime(expires_in)
+        check_token_lifetime(expires_in)
         from botocore.exceptions import NoCredentialsError
 
         client = self._client or await self._make_client()

@@ -35,6 +35,7 @@ never appear in logs, reprs, URLs or error messages.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import logging
@@ -52,6 +53,7 @@ from .auth import (
     Endpoint,
     action_for,
     async_token_generator,
+    check_token_lifetime,
     resolve_endpoint,
     token_generator,
 )
@@ -201,6 +203,11 @@ class _ConnectContext:
             or ("server certificate" in lowered and "does not match" in lowered)
         ):
             return self._tls(_server_reason(error))
+        if "ssl" in lowered and "required" in lowered:
+            return ConnectError(
+                f"{self._target()} requires TLS ({_server_reason(error)}); connect with "
+                f"sslmode='verify-full' (the default)"
+            )
         sqlstate = getattr(error, "sqlstate", None)
         if (
             (sqlstate or "").startswith("28")
@@ -213,7 +220,9 @@ class _ConnectContext:
                 f"the TLS handshake with {self._target()} failed ({error.reason or error}); "
                 f"if direct_tls=True, the server may not accept direct TLS"
             )
-        if isinstance(error, socket.gaierror | ConnectionRefusedError | TimeoutError) or (
+        # asyncio.TimeoutError is not the builtin TimeoutError before Python 3.11.
+        unreachable = (socket.gaierror, ConnectionRefusedError, TimeoutError, asyncio.TimeoutError)
+        if isinstance(error, unreachable) or (
             isinstance(error, OSError)
             and error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ETIMEDOUT)
         ):
@@ -383,6 +392,7 @@ def create_async_dsql_engine(
         else connection_age_jitter
     )
     check_lifetime(max_connection_age, jitter)
+    check_token_lifetime(token_lifetime)
     _check_tls(endpoint, sslmode, allow_insecure_tls)
     tls = _tls_context(sslmode, sslrootcert, endpoint.host if hostaddr else None, direct_tls)
     token_generator_for_loop = _async_generator_factory(
@@ -433,7 +443,7 @@ def create_async_dsql_engine(
         async_creator=connect,
         **engine_kwargs,
     )
-    manage_lifetime(engine.sync_engine.pool, counters, max_connection_age, jitter)
+    manage_lifetime(engine.sync_engine, counters, max_connection_age, jitter)
     _explain_lost_connections(engine.sync_engine, endpoint, counters)
     return engine
 
@@ -530,6 +540,7 @@ def create_dsql_engine(
         else connection_age_jitter
     )
     check_lifetime(max_connection_age, jitter)
+    check_token_lifetime(lifetime)
     _check_tls(endpoint, sslmode, allow_insecure_tls)
     if sslmode != "disable":
         _check_ca_file(sslrootcert)
@@ -585,7 +596,7 @@ def create_dsql_engine(
         _log.debug("opened a connection to %s as %s", endpoint.host, user)
         return connection
 
-    manage_lifetime(engine.pool, counters, max_connection_age, jitter)
+    manage_lifetime(engine, counters, max_connection_age, jitter)
     _explain_lost_connections(engine, endpoint, counters)
     return engine
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from sqlalchemy import Engine, event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import AsyncAdaptedQueuePool, Pool, QueuePool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
 from sqlalchemy.util import queue as _queue
 
 from .errors import ConfigurationError
@@ -81,14 +81,14 @@ class PoolCounters:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-_counters: weakref.WeakKeyDictionary[Pool, PoolCounters] = weakref.WeakKeyDictionary()
+_counters: weakref.WeakKeyDictionary[Engine, PoolCounters] = weakref.WeakKeyDictionary()
 
 
 def pool_counters(engine: AsyncEngine | Engine) -> PoolCounters:
     """The counters of an engine made by this package."""
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
     try:
-        return _counters[sync_engine.pool]
+        return _counters[sync_engine]
     except KeyError:
         raise ConfigurationError(
             "this engine was not made by create_async_dsql_engine() or create_dsql_engine(); "
@@ -140,16 +140,28 @@ class _AsyncWaitTimingQueue(_queue.AsyncAdaptedQueue[Any]):
             self.counters.checkout_wait_seconds += time.perf_counter() - started
 
 
+def _carry_counters(old: QueuePool, new: QueuePool) -> QueuePool:
+    # engine.dispose() swaps in a new pool; the engine's counters go on counting.
+    new._pool.counters = old._pool.counters  # type: ignore[attr-defined]
+    return new
+
+
 class DSQLQueuePool(QueuePool):
     """SQLAlchemy's ``QueuePool`` that also times checkouts waiting for a connection."""
 
     _queue_class = _WaitTimingQueue
+
+    def recreate(self) -> QueuePool:
+        return _carry_counters(self, super().recreate())
 
 
 class AsyncDSQLQueuePool(AsyncAdaptedQueuePool):
     """SQLAlchemy's ``AsyncAdaptedQueuePool`` that also times checkouts waiting for a connection."""
 
     _queue_class = _AsyncWaitTimingQueue
+
+    def recreate(self) -> QueuePool:
+        return _carry_counters(self, super().recreate())
 
 
 def _server_closed(driver_connection: Any) -> bool:
@@ -168,10 +180,14 @@ def _server_closed(driver_connection: Any) -> bool:
 
 
 def manage_lifetime(
-    pool: Pool, counters: PoolCounters, max_connection_age: float, jitter: float
+    engine: Engine, counters: PoolCounters, max_connection_age: float, jitter: float
 ) -> None:
-    """Give ``pool`` retirement times, local liveness checks and ``counters``."""
-    _counters[pool] = counters
+    """Give the engine's pool retirement times, local liveness checks and ``counters``.
+
+    The pool events and the counters stay with the engine across ``dispose()``.
+    """
+    _counters[engine] = counters
+    pool = engine.pool
     waits = getattr(pool, "_pool", None)
     if isinstance(waits, _WaitTimingQueue | _AsyncWaitTimingQueue):
         waits.counters = counters
@@ -182,7 +198,8 @@ def manage_lifetime(
 
     @event.listens_for(pool, "checkout")
     def _retire_or_replace(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        if _server_closed(dbapi_connection.driver_connection):
+        # Async drivers come wrapped in an adapter; sync ones are the driver's own.
+        if _server_closed(getattr(dbapi_connection, "driver_connection", dbapi_connection)):
             counters.replaced_after_server_close += 1
             _log.debug("replacing a pooled connection the server has closed")
             raise exc.DisconnectionError("the server closed this connection; opening another")

@@ -68,9 +68,7 @@ class TokenVerifier:
 
     def verify(self, user: str, token: str, now: _dt.datetime | None = None) -> None:
         """Raise :class:`TokenRejected` unless ``token`` lets ``user`` connect now."""
-        now = (now or _dt.datetime.now(_dt.timezone.utc)) + _dt.timedelta(
-            seconds=self.clock_offset
-        )
+        now = (now or _dt.datetime.now(_dt.timezone.utc)) + _dt.timedelta(seconds=self.clock_offset)
         parts = urlsplit("https://" + token.strip())
         if parts.path not in ("", "/") or not parts.query:
             raise TokenRejected("the password is not an IAM authentication token")
