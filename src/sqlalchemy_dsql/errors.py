@@ -103,3 +103,19 @@ def _rebuild_connection_lost(
 ) -> ConnectionLost:
     original = exc.DBAPIError(statement, None, orig or Exception(message))
     return ConnectionLost(message, original, during_commit=during_commit)
+
+
+class RetriesExhausted(DSQLError):
+    """A transaction kept conflicting until the retry policy gave up.
+
+    ``attempts`` is how many times it ran, ``last_error`` (also the
+    ``__cause__``) the last conflict and ``sqlstate`` its code.
+    """
+
+    def __init__(
+        self, message: str, *, attempts: int, last_error: BaseException, sqlstate: str
+    ) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_error = last_error
+        self.sqlstate = sqlstate

@@ -38,6 +38,7 @@ from typing import Any
 from botocore.credentials import Credentials
 
 from .backend import DATABASE, Backend
+from .rules import Rejection
 from .server import Server, ServerConfig
 from .session import Counters, Limits, LoggedStatement
 from .tokens import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, fixed_test_credentials
@@ -327,6 +328,18 @@ class LocalDSQL:
         """Close one session, or all when ``session_id`` is None, as DSQL closes them."""
         server = self._require_server()
         return int(self._call(server.kill, session_id))
+
+    def fail_next_commits(self, sqlstate: str, message: str, times: int = 1) -> None:
+        """Make the next ``times`` COMMITs of open transactions fail with this error.
+
+        The transaction is rolled back, as after any failed COMMIT. For tests
+        of retry logic: ``fail_next_commits("40001", "... (OC001)")``.
+        """
+        if times < 1 or len(sqlstate) != 5:
+            raise ValueError("times must be >= 1 and sqlstate five characters")
+        server = self._require_server()
+        rejection = Rejection(sqlstate, message)
+        self._call(server.commit_failures.extend, [rejection] * times)
 
     def set_latency(self, latency_ms: float) -> None:
         """Change the injected one-way delay for every session, open or new."""

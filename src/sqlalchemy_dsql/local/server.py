@@ -9,6 +9,7 @@ password must be a DSQL IAM token for this endpoint, verified with botocore.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -23,6 +24,7 @@ from botocore.credentials import Credentials
 from . import backend, protocol, rules
 from .catalog import Catalog
 from .jobs import JobRunner
+from .rules import Rejection
 from .session import Counters, Limits, LoggedStatement, Session, SessionHost
 from .tokens import TokenRejected, TokenVerifier
 
@@ -75,6 +77,7 @@ class Server(SessionHost):
         self.limits = config.limits
         self.latency = config.latency
         self.totals = Counters()
+        self.commit_failures: collections.deque[Rejection] = collections.deque()
         self.log_statement = log_statement
         self.jobs = JobRunner(address, self.catalog)
         self.sessions: dict[int, Session] = {}

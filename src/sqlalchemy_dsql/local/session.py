@@ -22,6 +22,7 @@ it, and hands the same message to the handler again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import re
 import time
@@ -123,6 +124,8 @@ class SessionHost:
     jobs: jobs.JobRunner
     totals: Counters
     log_statement: Callable[[LoggedStatement], None] | None
+    # Errors the next COMMITs of any session answer with, oldest first (a test hook).
+    commit_failures: collections.deque[Rejection]
 
     def cached_second_opinion(self, sql: str, verdict: rules.Verdict) -> Rejection | bool | None:
         """The dsql-lint verdict if known; ``False`` if it must be fetched first."""
@@ -593,6 +596,7 @@ class Session:
         return (
             self._preempted
             or self._doomed
+            or (tx.active and bool(self._host.commit_failures))
             or (tx.active and time.monotonic() - tx.started > self._host.limits.max_transaction_age)
             or (tx.explicit and self._host.catalog.changed_since(tx.catalog_version, tx.relations))
         )
@@ -608,6 +612,8 @@ class Session:
         limit = self._host.limits.max_transaction_age
         if self._doomed:
             outcome = _KEEP
+        elif tx.active and self._host.commit_failures:
+            outcome = self._reject(self._host.commit_failures.popleft())
         elif self._preempted:
             outcome = self._take_preemption()
         elif tx.active and time.monotonic() - tx.started > limit:
