@@ -240,17 +240,8 @@ class AsyncTokenGenerator(_Generator):
     loop) when the loop is done with it.
     """
 
-    def __init__(
-        self,
-        region: str,
-        *,
-        session: Any = None,
-        profile: str | None = None,
-        credentials_provider: Any = None,
-    ) -> None:
-        super().__init__(
-            region, session=session, profile=profile, credentials_provider=credentials_provider
-        )
+    def __init__(self, region: str, **credentials_source: Any) -> None:
+        super().__init__(region, **credentials_source)
         self._exit_stack = contextlib.AsyncExitStack()
         self._lock = asyncio.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None

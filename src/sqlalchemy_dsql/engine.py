@@ -70,8 +70,7 @@ from .pool import (
     AsyncDSQLQueuePool,
     DSQLQueuePool,
     PoolCounters,
-    check_lifetime,
-    default_jitter,
+    checked_jitter,
     manage_lifetime,
 )
 
@@ -386,12 +385,7 @@ def create_async_dsql_engine(
     import asyncpg
 
     endpoint = resolve_endpoint(host, region)
-    jitter = (
-        default_jitter(max_connection_age)
-        if connection_age_jitter is None
-        else connection_age_jitter
-    )
-    check_lifetime(max_connection_age, jitter)
+    jitter = checked_jitter(max_connection_age, connection_age_jitter)
     check_token_lifetime(token_lifetime)
     _check_tls(endpoint, sslmode, allow_insecure_tls)
     tls = _tls_context(sslmode, sslrootcert, endpoint.host if hostaddr else None, direct_tls)
@@ -534,12 +528,7 @@ def create_dsql_engine(
     hostaddr = driver_args.pop("hostaddr", hostaddr)
     endpoint = resolve_endpoint(host, options["region"])
     lifetime = int(options["token_lifetime"])
-    jitter = (
-        default_jitter(max_connection_age)
-        if connection_age_jitter is None
-        else connection_age_jitter
-    )
-    check_lifetime(max_connection_age, jitter)
+    jitter = checked_jitter(max_connection_age, connection_age_jitter)
     check_token_lifetime(lifetime)
     _check_tls(endpoint, sslmode, allow_insecure_tls)
     if sslmode != "disable":

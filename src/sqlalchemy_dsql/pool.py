@@ -96,11 +96,13 @@ def pool_counters(engine: AsyncEngine | Engine) -> PoolCounters:
         ) from None
 
 
-def default_jitter(max_connection_age: float) -> float:
-    return min(max_connection_age * 0.1, _MAX_DEFAULT_JITTER)
-
-
-def check_lifetime(max_connection_age: float, jitter: float) -> None:
+def checked_jitter(max_connection_age: float, connection_age_jitter: float | None) -> float:
+    """The jitter to use (the default when None), after checking both settings."""
+    jitter = (
+        min(max_connection_age * 0.1, _MAX_DEFAULT_JITTER)
+        if connection_age_jitter is None
+        else connection_age_jitter
+    )
     if max_connection_age <= 0:
         raise ConfigurationError(
             f"max_connection_age must be positive (seconds), got {max_connection_age}"
@@ -110,34 +112,33 @@ def check_lifetime(max_connection_age: float, jitter: float) -> None:
             f"connection_age_jitter must be at least 0 and below max_connection_age "
             f"({max_connection_age} s), got {jitter}"
         )
+    return jitter
+
+
+def _timed_get(get: Any, counters: PoolCounters | None, block: bool, timeout: float | None) -> Any:
+    """``get(block, timeout)``; a blocking get is a checkout waiting for a connection."""
+    if not block or counters is None:
+        return get(block, timeout)
+    started = time.perf_counter()
+    try:
+        return get(block, timeout)
+    finally:
+        counters.checkout_waits += 1
+        counters.checkout_wait_seconds += time.perf_counter() - started
 
 
 class _WaitTimingQueue(_queue.Queue[Any]):
     counters: PoolCounters | None = None
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        if not block or self.counters is None:
-            return super().get(block, timeout)
-        started = time.perf_counter()
-        try:
-            return super().get(block, timeout)
-        finally:
-            self.counters.checkout_waits += 1
-            self.counters.checkout_wait_seconds += time.perf_counter() - started
+        return _timed_get(super().get, self.counters, block, timeout)
 
 
 class _AsyncWaitTimingQueue(_queue.AsyncAdaptedQueue[Any]):
     counters: PoolCounters | None = None
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        if not block or self.counters is None:
-            return super().get(block, timeout)
-        started = time.perf_counter()
-        try:
-            return super().get(block, timeout)
-        finally:
-            self.counters.checkout_waits += 1
-            self.counters.checkout_wait_seconds += time.perf_counter() - started
+        return _timed_get(super().get, self.counters, block, timeout)
 
 
 def _carry_counters(old: QueuePool, new: QueuePool) -> QueuePool:
