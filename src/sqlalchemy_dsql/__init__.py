@@ -5,7 +5,8 @@
   DSQL's 60-minute limit (:mod:`sqlalchemy_dsql.engine`).
 - :func:`run_transaction` (and :func:`run_transaction_sync`, :func:`transactional`):
   run a transaction again on DSQL's optimistic-concurrency conflicts
-  (:mod:`sqlalchemy_dsql.retry`).
+  (:mod:`sqlalchemy_dsql.retry`); ``sqlalchemy_dsql.batch``: inserts, upserts
+  and deletes split into concurrent transactions under DSQL's row limit.
 - The ``auroradsql`` dialect for asyncpg, psycopg and psycopg2
   (:mod:`sqlalchemy_dsql.dialect`) and DSQL-safe schema creation
   (:mod:`sqlalchemy_dsql.schema`).
