@@ -37,16 +37,19 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import logging
 import re
 import socket
 import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import URL, Engine, create_engine, event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from .auth import (
     DEFAULT_TOKEN_LIFETIME,
@@ -172,26 +175,17 @@ def _server_reason(error: BaseException) -> str:
     return (found.group(1) if found else text).strip().splitlines()[0]
 
 
+@dataclass(frozen=True, slots=True)
 class _ConnectContext:
     """What the error explanations need to know about the connection attempt."""
 
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        user: str,
-        dial: str,
-        port: int,
-        sslrootcert: str | None,
-        token_lifetime: int,
-        connect_timeout: float,
-    ) -> None:
-        self.endpoint = endpoint
-        self.user = user
-        self.dial = dial
-        self.port = port
-        self.sslrootcert = sslrootcert
-        self.token_lifetime = token_lifetime
-        self.connect_timeout = connect_timeout
+    endpoint: Endpoint
+    user: str
+    dial: str
+    port: int
+    sslrootcert: str | None
+    token_lifetime: int
+    connect_timeout: float
 
     def explain(self, error: BaseException) -> ConnectError | None:
         """Our error for a failed connection attempt, or None to let ``error`` through."""
@@ -303,28 +297,27 @@ class _ConnectContext:
 def _explain_lost_connections(engine: Engine, endpoint: Endpoint, counters: PoolCounters) -> None:
     """Say "connection lost" (and whether COMMIT was in flight) instead of a driver error."""
 
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Any) -> None:
-        conn.info.pop(_COMMITTING, None)
-
+    # Set when COMMIT starts, cleared when a ROLLBACK starts: only the two of them
+    # fail without a statement, so together they tell which one lost the connection.
     @event.listens_for(engine, "commit")
     def _commit(conn: Any) -> None:
         conn.info[_COMMITTING] = True
+
+    @event.listens_for(engine, "rollback")
+    def _rollback(conn: Any) -> None:
+        if not conn.invalidated:  # an invalidated connection has no info left to clear
+            conn.info.pop(_COMMITTING, None)
 
     @event.listens_for(engine, "handle_error")
     def _lost(context: Any) -> BaseException | None:
         original = context.sqlalchemy_exception
         if not context.is_disconnect or not isinstance(original, exc.DBAPIError):
             return None
-        if isinstance(original, ConnectionLost):
-            return None
         connection = context.connection
-        during_commit = bool(
-            context.statement is None
-            and connection is not None
-            and not connection.invalidated
-            and connection.info.pop(_COMMITTING, False)
-        )
+        during_commit = False
+        if connection is not None and not connection.invalidated:
+            committing = connection.info.pop(_COMMITTING, False)
+            during_commit = committing and context.statement is None
         counters.lost_in_use += 1
         if during_commit:
             outcome = (
@@ -389,8 +382,12 @@ def create_async_dsql_engine(
     check_token_lifetime(token_lifetime)
     _check_tls(endpoint, sslmode, allow_insecure_tls)
     tls = _tls_context(sslmode, sslrootcert, endpoint.host if hostaddr else None, direct_tls)
-    token_generator_for_loop = _async_generator_factory(
-        endpoint, session, profile, credentials_provider
+    generator_for_this_loop = functools.partial(
+        async_token_generator,
+        endpoint.region,
+        session=session,
+        profile=profile,
+        credentials_provider=credentials_provider,
     )
     settings = dict(server_settings or {})
     if application_name is not None:
@@ -403,7 +400,7 @@ def create_async_dsql_engine(
     counters = PoolCounters()
 
     async def connect() -> Any:
-        generator = token_generator_for_loop()
+        generator = generator_for_this_loop()
         token = await generator.token(endpoint.host, user, token_lifetime)
         counters.tokens_minted += 1
         try:
@@ -440,20 +437,6 @@ def create_async_dsql_engine(
     manage_lifetime(engine.sync_engine, counters, max_connection_age, jitter)
     _explain_lost_connections(engine.sync_engine, endpoint, counters)
     return engine
-
-
-def _async_generator_factory(
-    endpoint: Endpoint, session: Any, profile: str | None, credentials_provider: Any
-) -> Any:
-    def generator() -> Any:
-        return async_token_generator(
-            endpoint.region,
-            session=session,
-            profile=profile,
-            credentials_provider=credentials_provider,
-        )
-
-    return generator
 
 
 def _numeric_address(hostaddr: str) -> str:
@@ -594,8 +577,6 @@ def _pool_arguments(
     engine_kwargs: dict[str, Any], pool_size: int, max_overflow: int
 ) -> dict[str, Any]:
     """Amazon's defaults for pool_size / max_overflow apply only to queue pools."""
-    from sqlalchemy.pool import QueuePool
-
     poolclass = engine_kwargs["poolclass"]
     if isinstance(poolclass, type) and issubclass(poolclass, QueuePool):
         return {"pool_size": pool_size, "max_overflow": max_overflow, **engine_kwargs}

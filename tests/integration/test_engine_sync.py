@@ -37,9 +37,7 @@ def _pid(conn: Connection) -> int:
 
 def _session_id(conn: Connection) -> int:
     """The emulator's id for this session (what kill() takes): the pid the driver was given."""
-    raw = conn.connection.driver_connection
-    info = getattr(raw, "info", None)
-    return int(info.backend_pid if info is not None else raw.get_backend_pid())  # type: ignore[union-attr]
+    return int(conn.connection.driver_connection.info.backend_pid)  # type: ignore[union-attr]
 
 
 def test_connects_as_admin(engine: Engine, driver: str) -> None:

@@ -102,3 +102,16 @@ def test_delays_grow_to_the_cap_with_full_jitter() -> None:
 def test_bad_policies_are_refused(kwargs: dict[str, float], reason: str) -> None:
     with pytest.raises(ConfigurationError, match=reason):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_connection_lost_survives_pickling() -> None:
+    import pickle
+
+    from sqlalchemy_dsql.errors import ConnectionLost
+
+    original = _wrapped(_DriverError("connection was closed in the middle of operation"))
+    lost = ConnectionLost("lost the connection", original, during_commit=True)
+    copy = pickle.loads(pickle.dumps(lost))
+    assert isinstance(copy, ConnectionLost)
+    assert copy.during_commit is True
+    assert "lost the connection" in str(copy)
