@@ -4,32 +4,47 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import aioboto3
 import boto3
+from botocore.credentials import Credentials
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqlalchemy_dsql import create_async_dsql_engine, create_dsql_engine
-from sqlalchemy_dsql.local import LocalDSQL
 
 
-def aio_session(dsql: LocalDSQL) -> Any:
+class Emulator(Protocol):
+    """What these helpers need of an emulator, in this process or spawned."""
+
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def ca_file(self) -> str: ...
+    @property
+    def credentials(self) -> Credentials: ...
+
+
+def aio_session(dsql: Emulator) -> Any:
     return aioboto3.Session(
         aws_access_key_id=dsql.credentials.access_key,
         aws_secret_access_key=dsql.credentials.secret_key,
     )
 
 
-def boto3_session(dsql: LocalDSQL) -> boto3.Session:
+def boto3_session(dsql: Emulator) -> boto3.Session:
     return boto3.Session(
         aws_access_key_id=dsql.credentials.access_key,
         aws_secret_access_key=dsql.credentials.secret_key,
     )
 
 
-def async_engine(dsql: LocalDSQL, **kwargs: Any) -> AsyncEngine:
+def async_engine(dsql: Emulator, **kwargs: Any) -> AsyncEngine:
     options: dict[str, Any] = {
         "session": aio_session(dsql),
         "hostaddr": dsql.host,
@@ -40,7 +55,7 @@ def async_engine(dsql: LocalDSQL, **kwargs: Any) -> AsyncEngine:
     return create_async_dsql_engine(options.pop("host", dsql.endpoint), **options)
 
 
-def sync_engine(dsql: LocalDSQL, driver: str = "psycopg", **kwargs: Any) -> Engine:
+def sync_engine(dsql: Emulator, driver: str = "psycopg", **kwargs: Any) -> Engine:
     options: dict[str, Any] = {
         "session": boto3_session(dsql),
         "hostaddr": dsql.host,
@@ -51,7 +66,7 @@ def sync_engine(dsql: LocalDSQL, driver: str = "psycopg", **kwargs: Any) -> Engi
     return create_dsql_engine(options.pop("host", dsql.endpoint), "admin", driver, **options)
 
 
-def secrets_of(dsql: LocalDSQL) -> list[str]:
+def secrets_of(dsql: Emulator) -> list[str]:
     """Strings that must never show: any token's signature marker and the secret key."""
     return ["X-Amz-Signature", "X-Amz-Credential", dsql.credentials.secret_key]
 

@@ -17,13 +17,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import re
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -33,7 +29,7 @@ from engine_harness import async_engine
 from sqlalchemy import text
 
 from sqlalchemy_dsql import pool_counters
-from sqlalchemy_dsql.local.tokens import fixed_test_credentials
+from sqlalchemy_dsql.local.process import SpawnedDSQL, spawn
 
 pytestmark = pytest.mark.integration
 
@@ -42,67 +38,18 @@ SOAK_SECONDS = float(os.environ.get("DSQL_SOAK_SECONDS", "60"))
 TICKER_LIMIT_MS = 10.0
 
 
-@dataclass
-class OtherProcessDSQL:
-    """What the engine helpers need of an emulator, for one run by ``dsql-local``."""
-
-    endpoint: str
-    host: str
-    port: int
-    region: str
-    ca_file: str
-    credentials: Any
-
-
 @pytest.fixture(scope="module")
-def short_lived_dsql() -> Iterator[OtherProcessDSQL]:
+def short_lived_dsql() -> Iterator[SpawnedDSQL]:
     """``dsql-local`` in a subprocess, closing every connection after SERVER_MAX_AGE s."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sqlalchemy_dsql.local.cli",
-            "--port",
-            "0",
-            "--max-connection-age",
-            str(SERVER_MAX_AGE),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        banner = ""
-        while "CA file" not in banner:
-            line = process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"dsql-local exited early: {banner!r}")
-            banner += line
-        dial = re.search(r"endpoint\s+(\S+) \(dial ([\d.]+):(\d+)\)", banner)
-        ca_file = re.search(r"CA file\s+(\S+)", banner)
-        region = re.search(r"region\s+(\S+)", banner)
-        assert dial, banner
-        assert ca_file, banner
-        assert region, banner
-        yield OtherProcessDSQL(
-            endpoint=dial[1],
-            host=dial[2],
-            port=int(dial[3]),
-            region=region[1],
-            ca_file=ca_file[1],
-            credentials=fixed_test_credentials(),
-        )
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with spawn(max_connection_age=SERVER_MAX_AGE) as dsql:
+        yield dsql
 
 
 @pytest.mark.timeout(SOAK_SECONDS + 120)
-async def test_soak_with_retirement(short_lived_dsql: OtherProcessDSQL) -> None:
+async def test_soak_with_retirement(short_lived_dsql: SpawnedDSQL) -> None:
     dsql = short_lived_dsql
     engine = async_engine(
-        dsql,  # type: ignore[arg-type]
+        dsql,
         max_connection_age=SERVER_MAX_AGE - 1.5,
         connection_age_jitter=1.0,
         pool_size=20,
@@ -156,9 +103,9 @@ async def test_soak_with_retirement(short_lived_dsql: OtherProcessDSQL) -> None:
 
 
 async def test_idle_connections_the_server_closed_are_replaced(
-    short_lived_dsql: OtherProcessDSQL,
+    short_lived_dsql: SpawnedDSQL,
 ) -> None:
-    engine = async_engine(short_lived_dsql, pool_size=10, max_overflow=0)  # type: ignore[arg-type]
+    engine = async_engine(short_lived_dsql, pool_size=10, max_overflow=0)
     try:
         held = [await engine.connect() for _ in range(10)]
         for conn in held:
@@ -230,9 +177,9 @@ async def _open_fifty(connect: Any) -> None:
         await conn.close()
 
 
-async def test_token_minting_does_not_block_the_loop(short_lived_dsql: OtherProcessDSQL) -> None:
+async def test_token_minting_does_not_block_the_loop(short_lived_dsql: SpawnedDSQL) -> None:
     dsql = short_lived_dsql
-    engine = async_engine(dsql, pool_size=50, max_overflow=0)  # type: ignore[arg-type]
+    engine = async_engine(dsql, pool_size=50, max_overflow=0)
     try:
         async with engine.connect():  # first connect: dialect set-up, client creation
             pass
