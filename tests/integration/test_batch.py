@@ -181,6 +181,20 @@ async def test_async_iterable_and_byte_guard(engine: AsyncEngine, table: Table) 
     assert await _count_and_sum(engine) == (3000, sum(range(3000)))
 
 
+async def test_rows_with_different_keys_in_one_batch(engine: AsyncEngine, table: Table) -> None:
+    # Rows without "name" take the column's default (NULL); each run of same-keyed rows is
+    # its own statement, in input order.
+    rows: list[dict[str, Any]] = [
+        {"id": i, "owner": 1} if (i // 250) % 2 else {"id": i, "owner": 1, "name": f"n{i}"}
+        for i in range(2000)
+    ]
+    report = await batch.insert(engine, table, rows, batch_size=1000, progress=False)
+    assert (report.rows, report.batches) == (2000, 2)
+    async with engine.connect() as conn:
+        named = await conn.execute(select(items.c.id).where(items.c.name.is_not(None)))
+        assert {row.id for row in named} == {i for i in range(2000) if not (i // 250) % 2}
+
+
 async def test_upsert_updates_existing_rows_and_inserts_new_ones(
     engine: AsyncEngine, table: Table
 ) -> None:

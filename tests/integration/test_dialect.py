@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from dialect_harness import DRIVERS, Driver, dsql_url
 from sqlalchemy import (
+    BigInteger,
     Column,
     Connection,
     ForeignKey,
@@ -130,6 +131,29 @@ async def test_autocommit(driver: Driver) -> None:
 
     await driver.run(write_then_roll_back, isolation_level="AUTOCOMMIT")
     assert await driver.run(count) == 1
+
+
+async def test_executemany_insert_is_sent_as_multi_row_statements(
+    driver: Driver, dsql: LocalDSQL
+) -> None:
+    # One statement per page of at most 1,000 rows, not one per row. The log has a line per
+    # statement parsed: asyncpg prepares each page's SQL once, psycopg parses every execution.
+    table = Table(f"many_{driver.name}", MetaData(), Column("id", BigInteger, primary_key=True))
+    rows = [{"id": i} for i in range(2500)]
+
+    def insert_rows(conn: Connection) -> int:
+        table.drop(conn, checkfirst=True)
+        conn.commit()
+        table.create(conn)
+        conn.commit()
+        conn.execute(table.insert(), rows)
+        conn.commit()
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+    mark = _mark(dsql)
+    assert await driver.run(insert_rows) == 2500
+    inserts = [sql for sql in _statements_since(dsql, mark) if sql.startswith("INSERT")]
+    assert {sql.count("), (") + 1 for sql in inserts} == {1000, 500}
 
 
 async def test_no_read_committed_after_pool_reset(driver: Driver, dsql: LocalDSQL) -> None:

@@ -28,6 +28,11 @@ DDL
     :class:`~sqlalchemy_dsql.errors.AsyncJobFailed`, naming the index, when the
     build fails (a UNIQUE index over duplicate rows, for example).
 
+Many rows at once
+    ``conn.execute(table.insert(), [row, row, ...])`` is sent as multi-row
+    ``INSERT ... VALUES`` statements of up to 1,000 rows (SQLAlchemy's
+    "insertmanyvalues"), with every driver, instead of one execution per row.
+
 Reflection
     Reflected index options come back under the ``auroradsql_`` prefix
     (``auroradsql_include``, ``auroradsql_where``,
@@ -111,6 +116,10 @@ class AuroraDSQLDialect(PGDialect):
     statement_compiler: type[PGCompiler] = DSQLCompiler
     ddl_compiler = DSQLDDLCompiler
     type_compiler_cls = DSQLTypeCompiler
+    # An executemany INSERT is sent as multi-row INSERT ... VALUES pages of up to 1,000 rows,
+    # not as the driver's one execution per row: one statement per page for DSQL to plan and
+    # run, the way Amazon's own DSQL bulk loader writes.
+    use_insertmanyvalues_wo_returning = True
 
     # SQLAlchemy's own attribute: the dialect options each schema item accepts.
     construct_arguments = [  # noqa: RUF012
