@@ -69,6 +69,23 @@ async def test_call_form_of_wait_for_job(conn: asyncpg.Connection) -> None:
     assert result[0][0] is True
 
 
+async def test_index_job_finds_the_table_on_the_sessions_search_path(
+    conn: asyncpg.Connection,
+) -> None:
+    # The same table name in two schemas: the job must index the one the session meant.
+    await conn.execute("CREATE SCHEMA IF NOT EXISTS path_s")
+    for qualified in ("public.path_t", "path_s.path_t"):
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified} (id int PRIMARY KEY, a int)")
+    await conn.execute("SET search_path TO path_s")
+    try:
+        job_id = await conn.fetchval("CREATE INDEX ASYNC IF NOT EXISTS path_t_a ON path_t (a)")
+        assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+        schemas = await conn.fetch("SELECT schemaname FROM pg_indexes WHERE indexname = 'path_t_a'")
+        assert [r["schemaname"] for r in schemas] == ["path_s"]
+    finally:
+        await conn.execute("RESET search_path")
+
+
 async def test_unique_build_over_duplicates_fails_the_job(conn: asyncpg.Connection) -> None:
     await conn.execute("CREATE TABLE IF NOT EXISTS dup_t (id bigint PRIMARY KEY, email text)")
     await conn.execute("INSERT INTO dup_t VALUES (1, 'a@x'), (2, 'a@x') ON CONFLICT DO NOTHING")

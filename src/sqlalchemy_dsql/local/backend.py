@@ -48,16 +48,20 @@ CREATE TABLE IF NOT EXISTS sys._jobs (
   start_time timestamptz NOT NULL DEFAULT now(),
   update_time timestamptz NOT NULL DEFAULT now()
 );
+-- The submitting session's search_path: the job resolves the table's name as it would have.
+ALTER TABLE sys._jobs ADD COLUMN IF NOT EXISTS search_path text NOT NULL DEFAULT 'public';
+DROP FUNCTION IF EXISTS sys._submit_job(text, text, text, text);
 CREATE OR REPLACE VIEW sys.jobs AS
   SELECT job_id, status, details, job_type, object_name, start_time, update_time FROM sys._jobs;
 GRANT SELECT ON sys.jobs TO PUBLIC;
 CREATE OR REPLACE FUNCTION sys._submit_job(job_type text, object_name text, table_name text,
-                                           backend_sql text)
+                                           backend_sql text, search_path text)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE new_id text := substr(replace(gen_random_uuid()::text, '-', ''), 1, 26);
 BEGIN
-  INSERT INTO sys._jobs (job_id, status, job_type, object_name, table_name, backend_sql)
-  VALUES (new_id, 'submitted', job_type, object_name, table_name, backend_sql);
+  INSERT INTO sys._jobs (job_id, status, job_type, object_name, table_name, backend_sql,
+                         search_path)
+  VALUES (new_id, 'submitted', job_type, object_name, table_name, backend_sql, search_path);
   PERFORM pg_notify('dsql_local_jobs', new_id);
   RETURN new_id;
 END $$;
@@ -72,7 +76,7 @@ BEGIN
   RETURN job_status = 'completed';
 END $$;
 GRANT EXECUTE ON FUNCTION sys.wait_for_job(text) TO PUBLIC;
-GRANT EXECUTE ON FUNCTION sys._submit_job(text, text, text, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION sys._submit_job(text, text, text, text, text) TO PUBLIC;
 """
 
 

@@ -27,7 +27,8 @@ _log = logging.getLogger("sqlalchemy_dsql.local.jobs")
 def submit_sql(job_type: str, object_name: str, table: str, backend_sql: str) -> str:
     """The backend query that replaces a client's async DDL statement."""
     args = ", ".join(_literal(value) for value in (job_type, object_name, table, backend_sql))
-    return f"SELECT sys._submit_job({args}) AS job_id"
+    # Evaluated in the client's session, before the function's own search_path applies.
+    return f"SELECT sys._submit_job({args}, current_setting('search_path')) AS job_id"
 
 
 def _literal(value: str) -> str:
@@ -105,13 +106,18 @@ class JobRunner:
         """Run a submitted job; False if another runner on the same backend took it."""
         job = await self._worker.fetchrow(
             "UPDATE sys._jobs SET status = 'processing', update_time = now() "
-            "WHERE job_id = $1 AND status = 'submitted' RETURNING backend_sql, table_name",
+            "WHERE job_id = $1 AND status = 'submitted' "
+            "RETURNING backend_sql, table_name, search_path",
             job_id,
         )
         if job is None:
             return False
         try:
-            await self._worker.execute(job["backend_sql"])
+            async with self._worker.transaction():
+                await self._worker.execute(
+                    "SELECT set_config('search_path', $1, true)", job["search_path"]
+                )
+                await self._worker.execute(job["backend_sql"])
         except Exception as exc:
             details = getattr(exc, "message", None) or str(exc)
             await self._set(job_id, "failed", details)

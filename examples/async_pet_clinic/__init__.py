@@ -1,0 +1,1 @@
+"""An async pet clinic on Aurora DSQL: the models, the walkthrough (``uv run pet-clinic``)."""
