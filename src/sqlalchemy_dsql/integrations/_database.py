@@ -1,0 +1,139 @@
+"""What both web integrations share: the engine's life, and a request's transaction."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from ..engine import create_async_dsql_engine
+from ..errors import ConfigurationError, RetriesExhausted
+from ..retry import RetryEvent, RetryPolicy, RetryStats, conflict_sqlstate, run_transaction
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Database:
+    """An engine made when the application starts and disposed when it stops.
+
+    Give the cluster endpoint and keyword arguments of
+    :func:`~sqlalchemy_dsql.create_async_dsql_engine`, or ``engine_factory``,
+    a callable that returns an ``AsyncEngine``; either way nothing connects
+    until the application starts. ``policy``, ``on_retry`` and ``stats`` are
+    what :meth:`run` passes to :func:`~sqlalchemy_dsql.run_transaction`.
+    Sessions are made with ``expire_on_commit=False``: responses are built
+    from the objects after their transaction has committed.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        /,
+        *,
+        engine_factory: Callable[[], AsyncEngine] | None = None,
+        policy: RetryPolicy | None = None,
+        on_retry: Callable[[RetryEvent], object] | None = None,
+        stats: RetryStats | None = None,
+        **engine_kwargs: Any,
+    ) -> None:
+        if engine_factory is None:
+            if host is None:
+                raise ConfigurationError("Database() needs the cluster endpoint or engine_factory")
+            engine_factory = functools.partial(create_async_dsql_engine, host, **engine_kwargs)
+        elif host is not None or engine_kwargs:
+            raise ConfigurationError(
+                "Database(engine_factory=...) takes no endpoint or engine arguments: "
+                "engine_factory makes the engine itself"
+            )
+        self.policy = policy or RetryPolicy()
+        self.on_retry = on_retry
+        self.stats = stats
+        self._engine_factory = engine_factory
+        self._engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The running application's engine."""
+        if self._engine is None:
+            raise RuntimeError(
+                "the Database has no engine: the application has not started, or has stopped"
+            )
+        return self._engine
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        """The session factory on :attr:`engine`."""
+        if self._sessions is None:
+            raise RuntimeError(
+                "the Database has no engine: the application has not started, or has stopped"
+            )
+        return self._sessions
+
+    @asynccontextmanager
+    async def connected(self) -> AsyncIterator[AsyncEngine]:
+        """Make the engine, and dispose of it (closing its connections) on the way out."""
+        if self._engine is not None:
+            raise RuntimeError("the Database is already started")
+        engine = self._engine_factory()
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        try:
+            yield engine
+        finally:
+            self._engine = self._sessions = None
+            await engine.dispose()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction: committed when the block ends, rolled back if it raises.
+
+        Nothing is retried. A conflict, at COMMIT or before, raises
+        :class:`~sqlalchemy_dsql.errors.RetriesExhausted` with ``attempts=1``
+        (answered with 409 like any other conflict that was not resolved).
+        """
+        async with self.sessions() as session:
+            try:
+                async with session.begin():
+                    yield session
+            except RetriesExhausted:
+                raise
+            except Exception as error:
+                sqlstate = conflict_sqlstate(error)
+                if sqlstate is None:
+                    raise
+                raise RetriesExhausted(
+                    f"the transaction conflicted with another one (SQLSTATE {sqlstate}) and was "
+                    "rolled back after 1 attempt; Database.transaction() does not retry: run the "
+                    "unit of work with Database.run() or a transactional handler to retry it",
+                    attempts=1,
+                    last_error=error,
+                    sqlstate=sqlstate,
+                ) from error
+
+    async def run(
+        self,
+        fn: Callable[Concatenate[AsyncSession, P], Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``await fn(session, *args, **kwargs)`` in :func:`~sqlalchemy_dsql.run_transaction`.
+
+        Each attempt gets a new session in a new transaction; ``fn`` must read
+        what it depends on through it and do nothing outside the database
+        that must not happen twice.
+        """
+
+        async def attempt(session: AsyncSession) -> T:
+            return await fn(session, *args, **kwargs)
+
+        # run_transaction names the function in its logs and in RetriesExhausted.
+        attempt.__qualname__ = getattr(fn, "__qualname__", repr(fn))
+        return await run_transaction(
+            self.sessions, attempt, policy=self.policy, on_retry=self.on_retry, stats=self.stats
+        )
