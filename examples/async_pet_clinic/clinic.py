@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aioboto3
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
@@ -290,7 +291,7 @@ async def run_demo(engine: AsyncEngine, where: str) -> Report:
     return report
 
 
-def _engine_from_environment(endpoint: str) -> tuple[AsyncEngine, str]:
+def _engine_from_environment(endpoint: str) -> AsyncEngine:
     user = os.environ.get("CLUSTER_USER", "admin")
     options: dict[str, Any] = {
         "user": user,
@@ -303,42 +304,53 @@ def _engine_from_environment(endpoint: str) -> tuple[AsyncEngine, str]:
         options["hostaddr"] = hostaddr
     if user != "admin":
         options["schema"] = CUSTOM_ROLE_SCHEMA
-    return create_async_dsql_engine(endpoint, **options), f"Aurora DSQL at {endpoint} as {user}"
+    return create_async_dsql_engine(endpoint, **options)
 
 
-async def _run(endpoint: str | None) -> Report:
-    if endpoint:
-        engine, where = _engine_from_environment(endpoint)
-        try:
-            return await run_demo(engine, where)
-        finally:
-            await engine.dispose()
-    from sqlalchemy_dsql.local import LocalDSQL
+@contextmanager
+def engine_factory() -> Iterator[tuple[Callable[[], AsyncEngine], str]]:
+    """Make engines as the module documentation says, and say where they point.
+
+    Without ``CLUSTER_ENDPOINT`` the local emulator runs for the length of the
+    block. The demo, the FastAPI app and the aiohttp app all start here.
+    """
+    if endpoint := os.environ.get("CLUSTER_ENDPOINT"):
+        user = os.environ.get("CLUSTER_USER", "admin")
+        yield (lambda: _engine_from_environment(endpoint)), f"Aurora DSQL at {endpoint} as {user}"
+        return
+    from sqlalchemy_dsql.local import LocalDSQL  # the "local" extra
 
     print("CLUSTER_ENDPOINT is not set: starting the local emulator (dsql-local) ...", flush=True)
     with LocalDSQL() as dsql:
-        import aioboto3
-
         credentials = aioboto3.Session(
             aws_access_key_id=dsql.credentials.access_key,
             aws_secret_access_key=dsql.credentials.secret_key,
         )
-        engine = create_async_dsql_engine(
-            dsql.endpoint,
-            hostaddr=dsql.host,
-            port=dsql.port,
-            sslrootcert=dsql.ca_file,
-            session=credentials,
-        )
+
+        def emulator_engine() -> AsyncEngine:
+            return create_async_dsql_engine(
+                dsql.endpoint,
+                hostaddr=dsql.host,
+                port=dsql.port,
+                sslrootcert=dsql.ca_file,
+                session=credentials,
+            )
+
+        yield emulator_engine, f"the local emulator ({dsql.endpoint})"
+
+
+async def _run() -> Report:
+    with engine_factory() as (make_engine, where):
+        engine = make_engine()
         try:
-            return await run_demo(engine, f"the local emulator ({dsql.endpoint})")
+            return await run_demo(engine, where)
         finally:
             await engine.dispose()
 
 
 def main() -> int:
     try:
-        report = asyncio.run(_run(os.environ.get("CLUSTER_ENDPOINT")))
+        report = asyncio.run(_run())
     except CheckFailed as failure:
         print(f"pet-clinic: check failed: {failure}", file=sys.stderr)
         return 1
