@@ -65,13 +65,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
-from sqlalchemy.orm.interfaces import ORMOption
 
 from sqlalchemy_dsql import schema
 from sqlalchemy_dsql.integrations.fastapi import Database, add_exception_handlers, get_or_404
 
 from .clinic import engine_factory
-from .models import Base, Owner, Pet, Specialty, Vet
+from .models import Base, Owner, Pet, Specialty, Vet, specialties_named
 from .schemas import (
     OwnerIn,
     OwnerOut,
@@ -91,23 +90,9 @@ __all__ = ["create_app", "main"]
 T = TypeVar("T")
 
 
-async def _load_or_404(
-    session: AsyncSession, entity: type[T], ident: uuid.UUID, *options: ORMOption
-) -> T:
-    """``get_or_404`` with loader options: an AsyncSession cannot load relationships lazily."""
-    found = await session.get(entity, ident, options=options)
-    if found is None:
-        raise HTTPException(status_code=404, detail=f"{entity.__name__} {ident} not found")
-    return found
-
-
 async def _specialties(session: AsyncSession, names: list[str]) -> list[Specialty]:
     """The named specialties, in the order named; 422 if any does not exist."""
-    if not names:
-        return []
-    query = select(Specialty).where(Specialty.name.in_(names))
-    found = {specialty.name: specialty for specialty in await session.scalars(query)}
-    missing = [name for name in names if name not in found]
+    found, missing = await specialties_named(session, names)
     if missing:
         raise HTTPException(
             status_code=422,
@@ -119,7 +104,7 @@ async def _specialties(session: AsyncSession, names: list[str]) -> list[Specialt
                 }
             ],
         )
-    return [found[name] for name in names]
+    return found
 
 
 def create_app(db: Database, *, create_tables: bool = True) -> FastAPI:
@@ -159,7 +144,7 @@ def create_app(db: Database, *, create_tables: bool = True) -> FastAPI:
 
     @app.get("/owners/{owner_id}")
     async def read_owner(owner_id: uuid.UUID, session: DBSession) -> OwnerOut:
-        owner = await _load_or_404(session, Owner, owner_id, selectinload(Owner.pets))
+        owner = await get_or_404(session, Owner, owner_id, selectinload(Owner.pets))
         return OwnerOut.model_validate(owner)
 
     @app.patch("/owners/{owner_id}")
@@ -167,7 +152,7 @@ def create_app(db: Database, *, create_tables: bool = True) -> FastAPI:
     async def update_owner(
         session: AsyncSession, owner_id: uuid.UUID, body: OwnerPatch
     ) -> OwnerOut:
-        owner = await _load_or_404(session, Owner, owner_id, selectinload(Owner.pets))
+        owner = await get_or_404(session, Owner, owner_id, selectinload(Owner.pets))
         for field, value in body.changes().items():
             setattr(owner, field, value)
         await session.flush()
@@ -177,7 +162,7 @@ def create_app(db: Database, *, create_tables: bool = True) -> FastAPI:
     @db.transactional
     async def delete_owner(session: AsyncSession, owner_id: uuid.UUID) -> Response:
         # The pets are loaded so that the cascade deletes them with their owner.
-        owner = await _load_or_404(session, Owner, owner_id, selectinload(Owner.pets))
+        owner = await get_or_404(session, Owner, owner_id, selectinload(Owner.pets))
         await session.delete(owner)
         await session.flush()
         return Response(status_code=204)
@@ -251,13 +236,13 @@ def create_app(db: Database, *, create_tables: bool = True) -> FastAPI:
 
     @app.get("/vets/{vet_id}")
     async def read_vet(vet_id: uuid.UUID, session: DBSession) -> VetOut:
-        vet = await _load_or_404(session, Vet, vet_id, selectinload(Vet.specialties))
+        vet = await get_or_404(session, Vet, vet_id, selectinload(Vet.specialties))
         return VetOut.model_validate(vet)
 
     @app.patch("/vets/{vet_id}")
     @db.transactional
     async def update_vet(session: AsyncSession, vet_id: uuid.UUID, body: VetPatch) -> VetOut:
-        vet = await _load_or_404(session, Vet, vet_id, selectinload(Vet.specialties))
+        vet = await get_or_404(session, Vet, vet_id, selectinload(Vet.specialties))
         changes = body.changes()
         if "specialties" in changes:
             vet.specialties = await _specialties(session, changes.pop("specialties"))
@@ -270,7 +255,7 @@ def create_app(db: Database, *, create_tables: bool = True) -> FastAPI:
     @db.transactional
     async def delete_vet(session: AsyncSession, vet_id: uuid.UUID) -> Response:
         # The specialties are loaded so that the vet's vet_specialty rows are deleted too.
-        vet = await _load_or_404(session, Vet, vet_id, selectinload(Vet.specialties))
+        vet = await get_or_404(session, Vet, vet_id, selectinload(Vet.specialties))
         await session.delete(vet)
         await session.flush()
         return Response(status_code=204)

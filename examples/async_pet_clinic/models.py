@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime
 import uuid
 
-from sqlalchemy import Column, Date, ForeignKey, String, Table, Uuid, func
+from sqlalchemy import Column, Date, ForeignKey, String, Table, Uuid, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -73,3 +74,14 @@ class Vet(Base):
     specialties: Mapped[list[Specialty]] = relationship(
         secondary=vet_specialty, back_populates="vets", order_by="Specialty.name"
     )
+
+
+async def specialties_named(
+    session: AsyncSession, names: list[str]
+) -> tuple[list[Specialty], list[str]]:
+    """The named specialties in the order named, and the names that have none."""
+    if not names:
+        return [], []
+    query = select(Specialty).where(Specialty.name.in_(names))
+    found = {specialty.name: specialty for specialty in await session.scalars(query)}
+    return [found[n] for n in names if n in found], [n for n in names if n not in found]

@@ -14,7 +14,7 @@ environment as ``uv run pet-clinic`` (``CLUSTER_ENDPOINT``, ``CLUSTER_USER``,
 local emulator when ``CLUSTER_ENDPOINT`` is not set, and serves on
 ``HOST``:``PORT`` (default ``127.0.0.1:8080``).
 
-======  ===========================  =============================================
+The routes, bodies and answers are those of :mod:`async_pet_clinic.api`.
 POST    /owners                      an owner, with pets (``OwnerIn``): 201
 GET     /owners                      every owner with their pets, by name
 GET     /owners/{owner_id}           one owner with their pets
@@ -64,7 +64,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
-from sqlalchemy.orm.interfaces import ORMOption
 
 from sqlalchemy_dsql import schema
 from sqlalchemy_dsql.integrations.aiohttp import (
@@ -78,7 +77,7 @@ from sqlalchemy_dsql.integrations.aiohttp import (
 )
 
 from .clinic import engine_factory
-from .models import Base, Owner, Pet, Specialty, Vet
+from .models import Base, Owner, Pet, Specialty, Vet, specialties_named
 from .schemas import (
     OwnerIn,
     OwnerOut,
@@ -118,23 +117,9 @@ def _key(request: web.Request, name: str) -> uuid.UUID:
     return path_param(request, name, uuid.UUID)
 
 
-async def _load_or_404(
-    session: AsyncSession, entity: type[T], ident: uuid.UUID, *options: ORMOption
-) -> T:
-    """``get_or_404`` with loader options: an AsyncSession cannot load relationships lazily."""
-    found = await session.get(entity, ident, options=options)
-    if found is None:
-        _fail(web.HTTPNotFound, "not_found", f"{entity.__name__} {ident} not found")
-    return found
-
-
 async def _specialties(session: AsyncSession, names: list[str]) -> list[Specialty]:
     """The named specialties, in the order named; 422 if any does not exist."""
-    if not names:
-        return []
-    query = select(Specialty).where(Specialty.name.in_(names))
-    found = {specialty.name: specialty for specialty in await session.scalars(query)}
-    missing = [name for name in names if name not in found]
+    found, missing = await specialties_named(session, names)
     if missing:
         _fail(
             web.HTTPUnprocessableEntity,
@@ -147,7 +132,7 @@ async def _specialties(session: AsyncSession, names: list[str]) -> list[Specialt
                 }
             ],
         )
-    return [found[name] for name in names]
+    return found
 
 
 # Owners
@@ -176,7 +161,7 @@ async def list_owners(request: web.Request) -> web.Response:
 async def read_owner(request: web.Request) -> web.Response:
     owner_id = _key(request, "owner_id")
     async with session_for(request) as session:
-        owner = await _load_or_404(session, Owner, owner_id, selectinload(Owner.pets))
+        owner = await get_or_404(session, Owner, owner_id, selectinload(Owner.pets))
     return _json(OwnerOut.model_validate(owner))
 
 
@@ -185,7 +170,7 @@ async def read_owner(request: web.Request) -> web.Response:
 async def update_owner(request: web.Request, session: AsyncSession) -> web.Response:
     owner_id = _key(request, "owner_id")
     body = await json_body(request, OwnerPatch.model_validate)
-    owner = await _load_or_404(session, Owner, owner_id, selectinload(Owner.pets))
+    owner = await get_or_404(session, Owner, owner_id, selectinload(Owner.pets))
     for field, value in body.changes().items():
         setattr(owner, field, value)
     await session.flush()
@@ -196,7 +181,7 @@ async def update_owner(request: web.Request, session: AsyncSession) -> web.Respo
 @transactional
 async def delete_owner(request: web.Request, session: AsyncSession) -> web.Response:
     # The pets are loaded so that the cascade deletes them with their owner.
-    owner = await _load_or_404(session, Owner, _key(request, "owner_id"), selectinload(Owner.pets))
+    owner = await get_or_404(session, Owner, _key(request, "owner_id"), selectinload(Owner.pets))
     await session.delete(owner)
     await session.flush()
     return web.Response(status=204)
@@ -296,7 +281,7 @@ async def list_vets(request: web.Request) -> web.Response:
 async def read_vet(request: web.Request) -> web.Response:
     vet_id = _key(request, "vet_id")
     async with session_for(request) as session:
-        vet = await _load_or_404(session, Vet, vet_id, selectinload(Vet.specialties))
+        vet = await get_or_404(session, Vet, vet_id, selectinload(Vet.specialties))
     return _json(VetOut.model_validate(vet))
 
 
@@ -305,7 +290,7 @@ async def read_vet(request: web.Request) -> web.Response:
 async def update_vet(request: web.Request, session: AsyncSession) -> web.Response:
     vet_id = _key(request, "vet_id")
     body = await json_body(request, VetPatch.model_validate)
-    vet = await _load_or_404(session, Vet, vet_id, selectinload(Vet.specialties))
+    vet = await get_or_404(session, Vet, vet_id, selectinload(Vet.specialties))
     changes = body.changes()
     if "specialties" in changes:
         vet.specialties = await _specialties(session, changes.pop("specialties"))
@@ -319,7 +304,7 @@ async def update_vet(request: web.Request, session: AsyncSession) -> web.Respons
 @transactional
 async def delete_vet(request: web.Request, session: AsyncSession) -> web.Response:
     # The specialties are loaded so that the vet's vet_specialty rows are deleted too.
-    vet = await _load_or_404(session, Vet, _key(request, "vet_id"), selectinload(Vet.specialties))
+    vet = await get_or_404(session, Vet, _key(request, "vet_id"), selectinload(Vet.specialties))
     await session.delete(vet)
     await session.flush()
     return web.Response(status=204)

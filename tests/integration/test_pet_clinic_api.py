@@ -17,22 +17,25 @@ import httpx
 import pytest
 from async_pet_clinic.api import create_app
 from async_pet_clinic.models import Base
+from clinic_harness import (
+    CONFLICT,
+    OC000,
+    POLICY,
+    TOMORROW,
+    WRITE_IDS,
+    WRITES,
+    effect,
+    empty_tables,
+    snapshot,
+)
 from engine_harness import async_engine
-from sqlalchemy import text
 
-from sqlalchemy_dsql import RetryPolicy
 from sqlalchemy_dsql.integrations.fastapi import Database
 from sqlalchemy_dsql.local import LocalDSQL
 from sqlalchemy_dsql.retry import RetryStats
 from sqlalchemy_dsql.schema import create_all
 
 pytestmark = pytest.mark.integration
-
-OC000 = "change conflicts with another transaction, please retry: (OC000)"
-POLICY = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.005)
-TABLES = ["vet_specialty", "pet", "owner", "vet", "specialty"]  # children first
-TOMORROW = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
-Snapshot = dict[str, list[tuple[Any, ...]]]
 
 
 @pytest.fixture(scope="module")
@@ -54,23 +57,8 @@ async def started(db: Database) -> AsyncIterator[httpx.AsyncClient]:
 async def client(db: Database, started: httpx.AsyncClient) -> httpx.AsyncClient:
     """The running app's client, on empty tables."""
     await create_all(db.engine, Base.metadata)
-    await _empty_tables(db)
+    await empty_tables(db.engine)
     return started
-
-
-async def _empty_tables(db: Database) -> None:
-    async with db.engine.begin() as conn:
-        for table in TABLES:
-            await conn.execute(text(f"DELETE FROM {table}"))
-
-
-async def _snapshot(db: Database) -> Snapshot:
-    """Every row of the clinic's tables."""
-    async with db.engine.connect() as conn:
-        return {
-            table: sorted(map(tuple, await conn.execute(text(f"SELECT * FROM {table}"))), key=repr)
-            for table in TABLES
-        }
 
 
 async def _created(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +129,7 @@ async def test_owners_crud(client: httpx.AsyncClient, db: Database) -> None:
     assert deleted.status_code == 204
     assert deleted.content == b""
     assert (await client.get(f"/owners/{owner_id}")).status_code == 404
-    stored = await _snapshot(db)
+    stored = await snapshot(db.engine)
     assert [row[1] for row in stored["owner"]] == ["Anne"]
     assert stored["pet"] == []
 
@@ -208,7 +196,7 @@ async def test_specialties_and_vets_crud(client: httpx.AsyncClient, db: Database
 
     assert (await client.delete(f"/vets/{vet['id']}")).status_code == 204
     assert (await client.get(f"/vets/{vet['id']}")).status_code == 404
-    stored = await _snapshot(db)
+    stored = await snapshot(db.engine)
     assert stored["vet_specialty"] == []
     assert len(stored["specialty"]) == 3
 
@@ -217,7 +205,7 @@ async def test_unknown_specialty_is_422_and_writes_nothing(
     client: httpx.AsyncClient, db: Database
 ) -> None:
     keys = await _seed(client)
-    before = await _snapshot(db)
+    before = await snapshot(db.engine)
     for method, path, body in [
         ("POST", "/vets", {"name": "Nikhil Jayashankar", "specialties": ["Cats", "Birds", "Fish"]}),
         ("PATCH", f"/vets/{keys['vet']}", {"name": "A. Mansa", "specialties": ["Birds", "Fish"]}),
@@ -233,7 +221,7 @@ async def test_unknown_specialty_is_422_and_writes_nothing(
                 }
             ]
         }
-    assert await _snapshot(db) == before
+    assert await snapshot(db.engine) == before
 
 
 @pytest.mark.parametrize(
@@ -255,13 +243,13 @@ async def test_missing_row_is_404(
     client: httpx.AsyncClient, db: Database, method: str, path: str, body: dict[str, Any] | None
 ) -> None:
     await _seed(client)
-    before = await _snapshot(db)
+    before = await snapshot(db.engine)
     missing = uuid.uuid4()
     response = await client.request(method, path.format(key=missing), json=body)
     assert response.status_code == 404, response.text
     kind = {"owners": "Owner", "pets": "Pet", "vets": "Vet"}[path.split("/")[1]]
     assert response.json() == {"detail": f"{kind} {missing} not found"}
-    assert await _snapshot(db) == before
+    assert await snapshot(db.engine) == before
 
 
 def _validation_cases() -> list[Any]:
@@ -301,12 +289,12 @@ async def test_invalid_body_is_422_and_writes_nothing(
     client: httpx.AsyncClient, db: Database, method: str, path: str, body: Any, loc: list[Any]
 ) -> None:
     keys = await _seed(client)
-    before = await _snapshot(db)
+    before = await snapshot(db.engine)
     response = await client.request(method, path.format(**keys), json=body)
     assert response.status_code == 422, response.text
     errors = response.json()["detail"]
     assert errors[0]["loc"][: len(loc) + 1] == ["body", *loc], errors
-    assert await _snapshot(db) == before
+    assert await snapshot(db.engine) == before
 
 
 @pytest.mark.parametrize(
@@ -325,7 +313,7 @@ async def test_body_not_json_is_422(
     client: httpx.AsyncClient, db: Database, method: str, path: str
 ) -> None:
     keys = await _seed(client)
-    before = await _snapshot(db)
+    before = await snapshot(db.engine)
     response = await client.request(
         method,
         path.format(**keys),
@@ -334,7 +322,7 @@ async def test_body_not_json_is_422(
     )
     assert response.status_code == 422
     assert response.json()["detail"][0]["type"] == "json_invalid"
-    assert await _snapshot(db) == before
+    assert await snapshot(db.engine) == before
 
 
 @pytest.mark.parametrize(
@@ -359,29 +347,7 @@ async def test_key_not_a_uuid_is_422(client: httpx.AsyncClient, method: str, pat
     assert [(e["loc"][1][-3:], e["type"]) for e in errors] == [("_id", "uuid_parsing")]
 
 
-WRITES = [
-    (
-        "POST",
-        "/owners",
-        {
-            "name": "Anne",
-            "city": "Othertown",
-            "pets": [{"name": "Tom", "birth_date": "2006-10-25"}],
-        },
-    ),
-    ("PATCH", "/owners/{owner}", {"telephone": "555-555-0123"}),
-    ("DELETE", "/owners/{owner}", None),
-    ("POST", "/owners/{owner}/pets", {"name": "Bella", "birth_date": "2024-03-01"}),
-    ("PATCH", "/pets/{pet}", {"name": "Max"}),
-    ("DELETE", "/pets/{pet}", None),
-    ("POST", "/specialties", {"name": "Birds"}),
-    ("POST", "/vets", {"name": "Carlos Salazar", "specialties": ["Cats", "Dogs"]}),
-    ("PATCH", "/vets/{vet}", {"specialties": ["Cats"]}),
-    ("DELETE", "/vets/{vet}", None),
-]
-
-
-@pytest.mark.parametrize(("method", "path", "body"), WRITES, ids=[f"{m} {p}" for m, p, _ in WRITES])
+@pytest.mark.parametrize(("method", "path", "body"), WRITES, ids=WRITE_IDS)
 async def test_conflict_exhausting_retries_is_409_and_changes_nothing(
     client: httpx.AsyncClient,
     db: Database,
@@ -391,24 +357,15 @@ async def test_conflict_exhausting_retries_is_409_and_changes_nothing(
     body: dict[str, Any] | None,
 ) -> None:
     keys = await _seed(client)
-    before = await _snapshot(db)
+    before = await snapshot(db.engine)
     dsql.fail_next_commits("40001", OC000, times=POLICY.max_attempts)
     response = await client.request(method, path.format(**keys), json=body)
     assert response.status_code == 409, response.text
-    assert response.json() == {
-        "error": "conflict",
-        "detail": (
-            "the transaction conflicted with concurrent transactions and was rolled back; "
-            f"gave up after {POLICY.max_attempts} attempts (SQLSTATE OC000). The request can "
-            "be sent again."
-        ),
-        "attempts": POLICY.max_attempts,
-        "sqlstate": "OC000",
-    }
-    assert await _snapshot(db) == before
+    assert response.json() == CONFLICT
+    assert await snapshot(db.engine) == before
 
 
-@pytest.mark.parametrize(("method", "path", "body"), WRITES, ids=[f"{m} {p}" for m, p, _ in WRITES])
+@pytest.mark.parametrize(("method", "path", "body"), WRITES, ids=WRITE_IDS)
 async def test_conflict_is_retried_and_the_write_done_once(
     client: httpx.AsyncClient,
     db: Database,
@@ -419,11 +376,13 @@ async def test_conflict_is_retried_and_the_write_done_once(
 ) -> None:
     without_conflicts, retries = await _effect(client, db, dsql, method, path, body)
     assert retries == 0
-    await _empty_tables(db)
+    await empty_tables(db.engine)
     conflicts = POLICY.max_attempts - 1
-    effect, retries = await _effect(client, db, dsql, method, path, body, conflicts=conflicts)
+    with_conflicts, retries = await _effect(
+        client, db, dsql, method, path, body, conflicts=conflicts
+    )
     assert retries == conflicts
-    assert effect == without_conflicts
+    assert with_conflicts == without_conflicts
 
 
 async def _effect(
@@ -437,25 +396,18 @@ async def _effect(
 ) -> tuple[dict[str, int], int]:
     """The request on freshly seeded tables, its first ``conflicts`` COMMITs failing.
 
-    Returns the rows it added (or removed) per table and changed in place, and
-    the retries it took. A unit of work that took effect twice would add twice
-    the rows.
+    Returns its :func:`clinic_harness.effect` and the retries it took.
     """
     assert db.stats is not None
     keys = await _seed(client)
-    before = await _snapshot(db)
+    before = await snapshot(db.engine)
     retries = db.stats.retries
     if conflicts:
         dsql.fail_next_commits("40001", OC000, times=conflicts)
     response = await client.request(method, path.format(**keys), json=body)
     assert response.status_code in (200, 201, 204), response.text
     retries = db.stats.retries - retries
-    after = await _snapshot(db)
-    effect = {table: len(after[table]) - len(before[table]) for table in TABLES}
-    effect["changed"] = sum(
-        len(set(map(repr, after[t])) - set(map(repr, before[t]))) for t in TABLES
-    )
-    return effect, retries
+    return effect(before, await snapshot(db.engine)), retries
 
 
 async def test_concurrent_creates_of_one_specialty_make_one(client: httpx.AsyncClient) -> None:

@@ -17,10 +17,19 @@ import pytest
 from aiohttp import test_utils, web
 from async_pet_clinic.models import Base
 from async_pet_clinic.web import create_app
+from clinic_harness import (
+    CONFLICT,
+    OC000,
+    POLICY,
+    TOMORROW,
+    WRITE_IDS,
+    WRITES,
+    effect,
+    empty_tables,
+    snapshot,
+)
 from engine_harness import async_engine
-from sqlalchemy import text
 
-from sqlalchemy_dsql import RetryPolicy
 from sqlalchemy_dsql.integrations.aiohttp import Database
 from sqlalchemy_dsql.local import LocalDSQL
 from sqlalchemy_dsql.retry import RetryStats
@@ -28,23 +37,8 @@ from sqlalchemy_dsql.schema import create_all
 
 pytestmark = pytest.mark.integration
 
-OC000 = "change conflicts with another transaction, please retry: (OC000)"
-POLICY = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.005)
-TABLES = ["vet_specialty", "pet", "owner", "vet", "specialty"]  # children first
-TOMORROW = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
-CONFLICT = {
-    "error": "conflict",
-    "detail": (
-        "the transaction conflicted with concurrent transactions and was rolled back; "
-        f"gave up after {POLICY.max_attempts} attempts (SQLSTATE OC000). The request can "
-        "be sent again."
-    ),
-    "attempts": POLICY.max_attempts,
-    "sqlstate": "OC000",
-}
 
 Client = test_utils.TestClient[web.Request, web.Application]
-Snapshot = dict[str, list[tuple[Any, ...]]]
 
 
 @pytest.fixture(scope="module")
@@ -62,23 +56,8 @@ async def started(db: Database) -> AsyncIterator[Client]:
 async def client(db: Database, started: Client) -> Client:
     """The running app's client, on empty tables."""
     await create_all(db.engine, Base.metadata)
-    await _empty_tables(db)
+    await empty_tables(db.engine)
     return started
-
-
-async def _empty_tables(db: Database) -> None:
-    async with db.engine.begin() as conn:
-        for table in TABLES:
-            await conn.execute(text(f"DELETE FROM {table}"))
-
-
-async def _snapshot(db: Database) -> Snapshot:
-    """Every row of the clinic's tables."""
-    async with db.engine.connect() as conn:
-        return {
-            table: sorted(map(tuple, await conn.execute(text(f"SELECT * FROM {table}"))), key=repr)
-            for table in TABLES
-        }
 
 
 async def _created(client: Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +124,7 @@ async def test_owners_crud(client: Client, db: Database) -> None:
     deleted = await client.delete(f"/owners/{owner_id}")
     assert deleted.status == 204
     assert (await client.get(f"/owners/{owner_id}")).status == 404
-    stored = await _snapshot(db)
+    stored = await snapshot(db.engine)
     assert [row[1] for row in stored["owner"]] == ["Anne"]
     assert stored["pet"] == []
 
@@ -205,14 +184,14 @@ async def test_specialties_and_vets_crud(client: Client, db: Database) -> None:
 
     assert (await client.delete(f"/vets/{vet['id']}")).status == 204
     assert (await client.get(f"/vets/{vet['id']}")).status == 404
-    stored = await _snapshot(db)
+    stored = await snapshot(db.engine)
     assert stored["vet_specialty"] == []
     assert len(stored["specialty"]) == 3
 
 
 async def test_unknown_specialty_is_422_and_writes_nothing(client: Client, db: Database) -> None:
     keys = await _seed(client)
-    before = await _snapshot(db)
+    before = await snapshot(db.engine)
     for method, path, body in [
         ("POST", "/vets", {"name": "Nikhil Jayashankar", "specialties": ["Cats", "Birds", "Fish"]}),
         ("PATCH", f"/vets/{keys['vet']}", {"name": "A. Mansa", "specialties": ["Birds", "Fish"]}),
@@ -229,7 +208,7 @@ async def test_unknown_specialty_is_422_and_writes_nothing(client: Client, db: D
                 }
             ],
         }
-    assert await _snapshot(db) == before
+    assert await snapshot(db.engine) == before
 
 
 @pytest.mark.parametrize(
@@ -251,13 +230,13 @@ async def test_missing_row_is_404(
     client: Client, db: Database, method: str, path: str, body: dict[str, Any] | None
 ) -> None:
     await _seed(client)
-    before = await _snapshot(db)
+    before = await snapshot(db.engine)
     missing = uuid.uuid4()
     response = await client.request(method, path.format(key=missing), json=body)
     assert response.status == 404, await response.text()
     kind = {"owners": "Owner", "pets": "Pet", "vets": "Vet"}[path.split("/")[1]]
     assert await response.json() == {"error": "not_found", "detail": f"{kind} {missing} not found"}
-    assert await _snapshot(db) == before
+    assert await snapshot(db.engine) == before
 
 
 def _validation_cases() -> list[Any]:
@@ -289,14 +268,14 @@ async def test_invalid_body_is_422_and_writes_nothing(
     client: Client, db: Database, method: str, path: str, body: Any, loc: list[str]
 ) -> None:
     keys = await _seed(client)
-    before = await _snapshot(db)
+    before = await snapshot(db.engine)
     response = await client.request(method, path.format(**keys), json=body)
     assert response.status == 422, await response.text()
     problem = await response.json()
     assert problem["error"] == "validation"
     assert problem["detail"][0]["loc"][: len(loc)] == loc
     assert "input" not in problem["detail"][0]
-    assert await _snapshot(db) == before
+    assert await snapshot(db.engine) == before
 
 
 @pytest.mark.parametrize(
@@ -313,11 +292,11 @@ async def test_invalid_body_is_422_and_writes_nothing(
 )
 async def test_body_not_json_is_422(client: Client, db: Database, method: str, path: str) -> None:
     keys = await _seed(client)
-    before = await _snapshot(db)
+    before = await snapshot(db.engine)
     response = await client.request(method, path.format(**keys), data=b"{not json")
     assert response.status == 422
     assert await response.json() == {"error": "validation", "detail": "the body is not valid JSON"}
-    assert await _snapshot(db) == before
+    assert await snapshot(db.engine) == before
 
 
 @pytest.mark.parametrize(
@@ -344,29 +323,6 @@ async def test_key_not_a_uuid_is_422(client: Client, method: str, path: str) -> 
     }
 
 
-WRITES = [
-    (
-        "POST",
-        "/owners",
-        {
-            "name": "Anne",
-            "city": "Othertown",
-            "pets": [{"name": "Tom", "birth_date": "2006-10-25"}],
-        },
-    ),
-    ("PATCH", "/owners/{owner}", {"telephone": "555-555-0123"}),
-    ("DELETE", "/owners/{owner}", None),
-    ("POST", "/owners/{owner}/pets", {"name": "Bella", "birth_date": "2024-03-01"}),
-    ("PATCH", "/pets/{pet}", {"name": "Max"}),
-    ("DELETE", "/pets/{pet}", None),
-    ("POST", "/specialties", {"name": "Birds"}),
-    ("POST", "/vets", {"name": "Carlos Salazar", "specialties": ["Cats", "Dogs"]}),
-    ("PATCH", "/vets/{vet}", {"specialties": ["Cats"]}),
-    ("DELETE", "/vets/{vet}", None),
-]
-WRITE_IDS = [f"{method} {path}" for method, path, _ in WRITES]
-
-
 @pytest.mark.parametrize(("method", "path", "body"), WRITES, ids=WRITE_IDS)
 async def test_conflict_exhausting_retries_is_409_and_changes_nothing(
     client: Client,
@@ -377,13 +333,13 @@ async def test_conflict_exhausting_retries_is_409_and_changes_nothing(
     body: dict[str, Any] | None,
 ) -> None:
     keys = await _seed(client)
-    before = await _snapshot(db)
+    before = await snapshot(db.engine)
     dsql.fail_next_commits("40001", OC000, times=POLICY.max_attempts)
     response = await client.request(method, path.format(**keys), json=body)
     assert response.status == 409, await response.text()
     assert response.content_type == "application/json"
     assert await response.json() == CONFLICT
-    assert await _snapshot(db) == before
+    assert await snapshot(db.engine) == before
 
 
 @pytest.mark.parametrize(("method", "path", "body"), WRITES, ids=WRITE_IDS)
@@ -397,11 +353,13 @@ async def test_conflict_is_retried_and_the_write_done_once(
 ) -> None:
     without_conflicts, retries = await _effect(client, db, dsql, method, path, body)
     assert retries == 0
-    await _empty_tables(db)
+    await empty_tables(db.engine)
     conflicts = POLICY.max_attempts - 1
-    effect, retries = await _effect(client, db, dsql, method, path, body, conflicts=conflicts)
+    with_conflicts, retries = await _effect(
+        client, db, dsql, method, path, body, conflicts=conflicts
+    )
     assert retries == conflicts
-    assert effect == without_conflicts
+    assert with_conflicts == without_conflicts
 
 
 async def _effect(
@@ -415,25 +373,18 @@ async def _effect(
 ) -> tuple[dict[str, int], int]:
     """The request on freshly seeded tables, its first ``conflicts`` COMMITs failing.
 
-    Returns the rows it added (or removed) per table and changed in place, and
-    the retries it took. A unit of work that took effect twice would add twice
-    the rows.
+    Returns its :func:`clinic_harness.effect` and the retries it took.
     """
     assert db.stats is not None
     keys = await _seed(client)
-    before = await _snapshot(db)
+    before = await snapshot(db.engine)
     retries = db.stats.retries
     if conflicts:
         dsql.fail_next_commits("40001", OC000, times=conflicts)
     response = await client.request(method, path.format(**keys), json=body)
     assert response.status in (200, 201, 204), await response.text()
     retries = db.stats.retries - retries
-    after = await _snapshot(db)
-    effect = {table: len(after[table]) - len(before[table]) for table in TABLES}
-    effect["changed"] = sum(
-        len(set(map(repr, after[t])) - set(map(repr, before[t]))) for t in TABLES
-    )
-    return effect, retries
+    return effect(before, await snapshot(db.engine)), retries
 
 
 async def test_concurrent_updates_of_one_pet_all_succeed(client: Client, db: Database) -> None:

@@ -66,6 +66,7 @@ except ImportError as error:
         'sqlalchemy_dsql.integrations.aiohttp needs aiohttp: pip install "sqlalchemy-dsql[aiohttp]"'
     ) from error
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.interfaces import ORMOption
 
 from ._database import Database as _Database
 from ._errors import MAPPED, log_problem, problem_for
@@ -141,9 +142,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.json_response(body, status=status)
 
 
-async def get_or_404(session: AsyncSession, entity: type[T], ident: Any) -> T:
-    """``session.get(entity, ident)``, or 404 when there is no such row."""
-    found = await session.get(entity, ident)
+async def get_or_404(session: AsyncSession, entity: type[T], ident: Any, *options: ORMOption) -> T:
+    """``session.get(entity, ident, options=options)``, or 404 when there is no such row.
+
+    Pass loader options (``selectinload(Owner.pets)``) for relationships the
+    handler reads: an ``AsyncSession`` cannot load them lazily.
+    """
+    found = await session.get(entity, ident, options=options)
     if found is None:
         _fail(web.HTTPNotFound, "not_found", f"{entity.__name__} {ident} not found")
     return found

@@ -66,6 +66,7 @@ except ImportError as error:
         'sqlalchemy_dsql.integrations.fastapi needs FastAPI: pip install "sqlalchemy-dsql[fastapi]"'
     ) from error
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.interfaces import ORMOption
 
 from ._database import Database as _Database
 from ._errors import MAPPED, log_problem, problem_for
@@ -143,9 +144,13 @@ class Database(_Database):
         return retried
 
 
-async def get_or_404(session: AsyncSession, entity: type[T], ident: Any) -> T:
-    """``session.get(entity, ident)``, or ``HTTPException(404)`` when there is no such row."""
-    found = await session.get(entity, ident)
+async def get_or_404(session: AsyncSession, entity: type[T], ident: Any, *options: ORMOption) -> T:
+    """``session.get(entity, ident, options=options)``, or ``HTTPException(404)`` if absent.
+
+    Pass loader options (``selectinload(Owner.pets)``) for relationships the
+    endpoint reads: an ``AsyncSession`` cannot load them lazily.
+    """
+    found = await session.get(entity, ident, options=options)
     if found is None:
         raise HTTPException(status_code=404, detail=f"{entity.__name__} {ident} not found")
     return found
