@@ -37,6 +37,39 @@ def test_stop_leaves_no_backend_process_behind(tmp_path: Path) -> None:
     assert not _postgres_processes(str(data_dir))
 
 
+# A client that leaves its connection in a transaction and loses its event loop, as a
+# test with a loop of its own can; then the emulator is emptied and stopped.
+_ABANDONED_CLIENT = """
+import asyncio
+
+import asyncpg
+
+from sqlalchemy_dsql.local import LocalDSQL
+
+dsql = LocalDSQL().start()
+loop = asyncio.new_event_loop()
+connection = loop.run_until_complete(asyncpg.connect(**dsql.connect_kwargs()))
+loop.run_until_complete(connection.execute("BEGIN; SELECT 1"))
+loop.close()
+dsql.truncate()
+dsql.stop()
+print("stopped")
+"""
+
+
+def test_stop_after_a_client_lost_its_loop_under_warnings_as_errors() -> None:
+    environment = {name: value for name, value in os.environ.items() if name != "XDG_RUNTIME_DIR"}
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-"],
+        input=_ABANDONED_CLIENT,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (0, "stopped\n"), result.stderr
+
+
 def test_data_dir_keeps_data_across_restarts(tmp_path: Path) -> None:
     data_dir = tmp_path / "pgdata"
     with (

@@ -163,9 +163,9 @@ class LocalDSQL:
         if self._server is not None:
             raise RuntimeError("this LocalDSQL is already running")
         self._workdir = tempfile.TemporaryDirectory(prefix="dsql-local-tls-")
-        tls = self._make_tls(Path(self._workdir.name))
-        self._backend.start()
         try:
+            tls = self._make_tls(Path(self._workdir.name))
+            self._backend.start()
             self._loop = _new_loop()
             self._thread = threading.Thread(
                 target=self._loop.run_forever, name="dsql-local", daemon=True

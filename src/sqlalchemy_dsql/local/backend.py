@@ -15,6 +15,7 @@ import hmac
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +142,12 @@ class Backend:
             self.address = BackendAddress.from_url(self.url)
             return
         try:
-            from pgserver.postgres_server import get_server
+            with warnings.catch_warnings():
+                # pgserver asks platformdirs for a runtime directory it then does not
+                # use; headless machines have none, and under warnings-as-errors the
+                # warning would stop the emulator from starting.
+                warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set")
+                from pgserver.postgres_server import get_server
         except ImportError as exc:  # pragma: no cover - depends on the installed extras
             raise BackendError(
                 "the embedded backend needs pgserver: pip install 'sqlalchemy-dsql[local]', "

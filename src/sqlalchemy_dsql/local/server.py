@@ -30,6 +30,7 @@ from .tokens import TokenRejected, TokenVerifier
 
 _log = logging.getLogger("sqlalchemy_dsql.local")
 _TLS_HANDSHAKE = 0x16
+_GOODBYE_TIMEOUT = 1.0
 _STARTUP_TIMEOUT = 30.0
 # Parameters a client may pass at startup that the backend session should get too.
 _FORWARDED_PARAMETERS = frozenset(
@@ -183,7 +184,7 @@ class Server(SessionHost):
                         k: v for k, v in self._cancel_keys.items() if v is not session
                     }
             finally:
-                writer.close()
+                await _say_goodbye(writer)
         except (
             OSError,
             asyncio.IncompleteReadError,
@@ -342,6 +343,17 @@ async def _fatal(
     writer.write(protocol.error(sqlstate, text, hint=hint, fatal=True))
     with contextlib.suppress(OSError):
         await writer.drain()
+
+
+async def _say_goodbye(writer: asyncio.StreamWriter) -> None:
+    # A TLS connection closed gracefully stays open until the client answers TLS's
+    # close_notify. A client whose event loop is gone never does, and its socket would
+    # stay open until the emulator's loop is closed, which then waits for it for ever.
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), _GOODBYE_TIMEOUT)
+    finally:
+        writer.transport.abort()
 
 
 def _take_buffered(reader: asyncio.StreamReader) -> bytes:
