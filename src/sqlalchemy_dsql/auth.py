@@ -364,6 +364,9 @@ def async_token_generator(
     generator = _async_generators.get(key)
     # A closed loop's id can be reused by a new one; its client must not be.
     if generator is None or generator.loop is not loop:
+        # Test suites run a loop per test: forget the generators of loops that are gone.
+        for stale in [k for k, g in _async_generators.items() if g.loop and g.loop.is_closed()]:
+            del _async_generators[stale]
         generator = AsyncTokenGenerator(
             region, session=session, profile=profile, credentials_provider=credentials_provider
         )

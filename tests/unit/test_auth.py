@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
+import gc
 import threading
+import weakref
+from typing import Any
 
 import aioboto3
 import boto3
@@ -133,6 +137,25 @@ async def test_shared_async_generator_is_per_loop() -> None:
     first = async_token_generator(REGION, session=session)
     assert async_token_generator(REGION, session=session) is first
     await first.close()
+
+
+def test_shared_async_generators_of_closed_loops_are_let_go() -> None:
+    session = aioboto3.Session(
+        aws_access_key_id=TEST_ACCESS_KEY_ID, aws_secret_access_key=TEST_SECRET_ACCESS_KEY
+    )
+
+    async def generator_and_loop() -> tuple[weakref.ref[Any], weakref.ref[Any]]:
+        generator = async_token_generator(REGION, session=session)
+        _verifier().verify("admin", await generator.token(HOST, "admin"))
+        return weakref.ref(generator), weakref.ref(asyncio.get_running_loop())
+
+    # A loop per test, as pytest-asyncio and anyio give: each run's generator must go.
+    first_generator, first_loop = asyncio.run(generator_and_loop())
+    second_generator, _ = asyncio.run(generator_and_loop())
+    gc.collect()
+    assert first_generator() is None
+    assert first_loop() is None
+    assert second_generator() is not None  # the latest is kept until another loop asks
 
 
 def test_missing_credentials_are_explained(
