@@ -37,7 +37,7 @@ from typing import Any
 
 from botocore.credentials import Credentials
 
-from .backend import DATABASE, Backend
+from .backend import DATABASE, Backend, BackendAddress
 from .rules import Rejection
 from .server import Server, ServerConfig
 from .session import Counters, Limits, LoggedStatement
@@ -348,6 +348,21 @@ class LocalDSQL:
         server = self._require_server()
         self._call(setattr, server, "latency", latency_ms / 1000.0)
 
+    def truncate(self) -> list[str]:
+        """Empty every user table, directly on the backend; returns the tables it emptied.
+
+        For tests that need empty tables between them (``sqlalchemy_dsql.testing``
+        calls it after each test): DSQL has no TRUNCATE, and deleting through the
+        proxy is bound by the 3,000-row limit. Tables outside ``sys`` and
+        PostgreSQL's own schemas are emptied in one ``TRUNCATE ... RESTART
+        IDENTITY``, so identity columns start again at 1; tables already empty, with
+        their sequences unused, are left alone. A session left idle in a
+        transaction would make TRUNCATE wait for it, so it is ended first, and its
+        client sees its connection closed.
+        """
+        self._require_server()
+        return list(self._run(_truncate_user_tables(self._backend.address)))
+
     # -- internals -------------------------------------------------------
 
     def _make_tls(self, directory: Path) -> ssl.SSLContext:
@@ -389,6 +404,56 @@ class LocalDSQL:
 
         self._loop.call_soon_threadsafe(call)
         return future.result()
+
+
+# User tables, and whether one of their sequences (identity, serial) has handed out a value.
+_USER_TABLES_SQL = r"""
+SELECT format('%I.%I', n.nspname, c.relname) AS name,
+       EXISTS (
+         SELECT FROM pg_depend d JOIN pg_class s ON s.oid = d.objid
+         WHERE d.classid = 'pg_class'::regclass AND d.refobjid = c.oid
+           AND CASE WHEN s.relkind = 'S' THEN pg_sequence_last_value(s.oid) END IS NOT NULL
+       ) AS sequence_used
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
+  AND n.nspname NOT IN ('sys', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+ORDER BY 1
+"""
+_END_IDLE_TRANSACTIONS_SQL = """
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND state IN ('idle in transaction', 'idle in transaction (aborted)')
+"""
+
+
+async def _truncate_user_tables(address: BackendAddress) -> list[str]:
+    import asyncpg
+
+    connection = await asyncpg.connect(**address.asyncpg_kwargs())
+    try:
+        await connection.execute(_END_IDLE_TRANSACTIONS_SQL)
+        tables = await connection.fetch(_USER_TABLES_SQL)
+        if not tables:
+            return []
+        # TRUNCATE costs milliseconds per table even when it is empty; asking first is cheaper.
+        nonempty = " UNION ALL ".join(
+            f"SELECT {number} WHERE EXISTS (SELECT FROM {table['name']})"
+            for number, table in enumerate(tables)
+        )
+        with_rows = {record[0] for record in await connection.fetch(nonempty)}
+        dirty = [
+            table["name"]
+            for number, table in enumerate(tables)
+            if number in with_rows or table["sequence_used"]
+        ]
+        if dirty:
+            # A statement still running on one of the tables is a bug in the caller;
+            # fail after a while rather than hang.
+            await connection.execute("SET lock_timeout = '10s'")
+            await connection.execute(f"TRUNCATE {', '.join(dirty)} RESTART IDENTITY")
+        return dirty
+    finally:
+        await connection.close()
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
