@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import uuid
 
-from sqlalchemy import Column, Date, ForeignKey, String, Table, Uuid, func, select
+from sqlalchemy import Boolean, Column, Date, ForeignKey, String, Table, Uuid, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -70,6 +70,9 @@ class Vet(Base):
 
     id: Mapped[uuid.UUID] = _uuid_key()
     name: Mapped[str] = mapped_column(String(30))
+    # Added by the second migration (migrations/versions/): a NOT NULL column with a
+    # server default, which DSQL cannot add in one ALTER TABLE.
+    accepting_patients: Mapped[bool] = mapped_column(Boolean, server_default=true())
 
     specialties: Mapped[list[Specialty]] = relationship(
         secondary=vet_specialty, back_populates="vets", order_by="Specialty.name"

@@ -50,6 +50,27 @@ class AsyncJobFailed(DSQLError):
         self.object_name = object_name
 
 
+class MigrationRefused(UnsupportedFeatureError):
+    """An Alembic migration asks for something Aurora DSQL cannot do.
+
+    Raised, where it can be known, before any statement of the migration runs.
+    """
+
+
+class MigrationInterrupted(DSQLError):
+    """An Alembic migration failed part-way, after some of its statements were committed.
+
+    DSQL cannot roll DDL back, so ``committed`` lists, in order, what this
+    migration changed before it stopped; ``alembic_version`` still names the
+    revision before it. The failure is the ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, revision: str, committed: list[str]) -> None:
+        super().__init__(message)
+        self.revision = revision
+        self.committed = committed
+
+
 class ConnectError(DSQLError):
     """A new connection to the cluster could not be opened; the message says why and what to do.
 

@@ -1,14 +1,16 @@
-"""What the pet clinic's FastAPI and aiohttp API tests share: the tables, the writes, the 409."""
+"""What the pet clinic's tests share: the tables, the writes, the 409, the environments."""
 
 from __future__ import annotations
 
 import datetime
+import os
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqlalchemy_dsql import RetryPolicy
+from sqlalchemy_dsql.local import LocalDSQL
 
 OC000 = "change conflicts with another transaction, please retry: (OC000)"
 POLICY = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.005)
@@ -75,3 +77,23 @@ def effect(before: Snapshot, after: Snapshot) -> dict[str, int]:
         len(set(map(repr, after[t])) - set(map(repr, before[t]))) for t in TABLES
     )
     return counts
+
+
+def clean_environment(**variables: str) -> dict[str, str]:
+    """This process's environment without any AWS or libpq settings, plus ``variables``."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PG", "CLUSTER_"))}
+    return {**kept, **variables}
+
+
+def cluster_environment(dsql: LocalDSQL, **extra: str) -> dict[str, str]:
+    """The environment that points ``pet-clinic`` (and its migrations) at ``dsql`` as a cluster."""
+    variables = {
+        "CLUSTER_ENDPOINT": dsql.endpoint,
+        "AWS_REGION": dsql.region,
+        "AWS_ACCESS_KEY_ID": dsql.credentials.access_key,
+        "AWS_SECRET_ACCESS_KEY": dsql.credentials.secret_key,
+        "PGPORT": str(dsql.port),
+        "PGHOSTADDR": dsql.host,
+        "PGSSLROOTCERT": dsql.ca_file,
+    }
+    return clean_environment(**{**variables, **extra})

@@ -8,12 +8,12 @@ environment, verify-full TLS against the CA named by ``PGSSLROOTCERT``.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from pathlib import Path
 
 import pytest
 from async_pet_clinic.clinic import CUSTOM_ROLE_SCHEMA, run_demo
+from clinic_harness import clean_environment, cluster_environment
 from engine_harness import async_engine, secrets_of
 from sqlalchemy import text
 
@@ -34,12 +34,6 @@ STEPS = [
 ]
 
 
-def _environment(**variables: str) -> dict[str, str]:
-    """This process's environment without any AWS or libpq settings, plus ``variables``."""
-    kept = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PG", "CLUSTER_"))}
-    return {**kept, **variables}
-
-
 async def _pet_clinic(environment: dict[str, str]) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         PET_CLINIC,
@@ -50,19 +44,6 @@ async def _pet_clinic(environment: dict[str, str]) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
-
-
-def _cluster_environment(dsql: LocalDSQL, **extra: str) -> dict[str, str]:
-    variables = {
-        "CLUSTER_ENDPOINT": dsql.endpoint,
-        "AWS_REGION": dsql.region,
-        "AWS_ACCESS_KEY_ID": dsql.credentials.access_key,
-        "AWS_SECRET_ACCESS_KEY": dsql.credentials.secret_key,
-        "PGPORT": str(dsql.port),
-        "PGHOSTADDR": dsql.host,
-        "PGSSLROOTCERT": dsql.ca_file,
-    }
-    return _environment(**{**variables, **extra})
 
 
 async def test_the_demo_in_process(dsql: LocalDSQL) -> None:
@@ -84,7 +65,7 @@ async def test_the_demo_in_process(dsql: LocalDSQL) -> None:
 
 
 async def test_pet_clinic_as_a_cluster_admin(dsql: LocalDSQL) -> None:
-    code, out, err = await _pet_clinic(_cluster_environment(dsql))
+    code, out, err = await _pet_clinic(cluster_environment(dsql))
     assert code == 0, err
     assert f"pet clinic on Aurora DSQL at {dsql.endpoint} as admin" in out
     assert "every check passed" in out
@@ -103,7 +84,7 @@ async def test_pet_clinic_as_a_custom_role_in_its_schema(dsql: LocalDSQL) -> Non
             await conn.execute(
                 text(f"GRANT USAGE, CREATE ON SCHEMA {CUSTOM_ROLE_SCHEMA} TO clinic")
             )
-        code, out, err = await _pet_clinic(_cluster_environment(dsql, CLUSTER_USER="clinic"))
+        code, out, err = await _pet_clinic(cluster_environment(dsql, CLUSTER_USER="clinic"))
         assert code == 0, err
         assert "as clinic" in out
         async with admin.connect() as conn:
@@ -117,7 +98,7 @@ async def test_pet_clinic_as_a_custom_role_in_its_schema(dsql: LocalDSQL) -> Non
 
 
 async def test_pet_clinic_without_configuration_starts_its_own_emulator() -> None:
-    code, out, err = await _pet_clinic(_environment())
+    code, out, err = await _pet_clinic(clean_environment())
     assert code == 0, err
     assert "starting the local emulator" in out
     assert "pet clinic on the local emulator" in out
@@ -125,7 +106,7 @@ async def test_pet_clinic_without_configuration_starts_its_own_emulator() -> Non
 
 
 async def test_a_wrong_endpoint_fails_with_a_clear_error(dsql: LocalDSQL) -> None:
-    environment = _cluster_environment(dsql, AWS_REGION="eu-west-1")
+    environment = cluster_environment(dsql, AWS_REGION="eu-west-1")
     code, _, err = await _pet_clinic(environment)
     assert code == 2
     assert err.startswith("pet-clinic: ")

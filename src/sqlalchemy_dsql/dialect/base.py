@@ -54,6 +54,7 @@ from ..errors import AsyncJobFailed, DDLAfterDMLError, SavepointsNotSupported
 from .ddl import DSQLDDLCompiler, DSQLTypeCompiler
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
     from sqlalchemy.engine.default import DefaultExecutionContext
     from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor, ExecutionContext
 
@@ -264,6 +265,21 @@ class AuroraDSQLDialect(PGDialect):
         context.auroradsql_job = (job_id, name)  # type: ignore[attr-defined]
         if context.execution_options.get("auroradsql_wait_for_job", self.wait_for_jobs):
             self.wait_for_job(connection, job_id, name, autocommit=autocommit)
+
+    def commit_writes(self, connection: Connection) -> bool:
+        """Commit ``connection``'s transaction now if it has written data; True if it did.
+
+        For callers that run DDL after data changes on one connection, as
+        Alembic migrations do: DSQL needs the data committed first. The
+        SQLAlchemy transaction stays open, as after a DDL statement; the next
+        statement starts a new transaction on the server.
+        """
+        dbapi_connection = connection.connection
+        if not dbapi_connection.info.get(_WROTE):
+            return False
+        dbapi_connection.commit()
+        _forget_writes(dbapi_connection)
+        return True
 
     def wait_for_job(
         self, connection: DBAPIConnection, job_id: str, name: str | None, *, autocommit: bool
