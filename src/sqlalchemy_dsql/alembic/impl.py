@@ -399,15 +399,21 @@ def _check_on_paper(context: MigrationContext, step: RevisionStep) -> None:
     from alembic import op
     from alembic.operations import Operations
 
-    paper = MigrationContext.configure(
-        dialect=context.dialect,
-        opts={
-            "as_sql": True,
-            "output_buffer": io.StringIO(),
-            _CHECKING: True,
-            "target_metadata": context.opts.get("target_metadata"),
-        },
-    )
+    # Alembic announces every context it makes ("Generating static SQL"); this one is ours.
+    announcer = logging.getLogger("alembic.runtime.migration")
+    was_disabled, announcer.disabled = announcer.disabled, True
+    try:
+        paper = MigrationContext.configure(
+            dialect=context.dialect,
+            opts={
+                "as_sql": True,
+                "output_buffer": io.StringIO(),
+                _CHECKING: True,
+                "target_metadata": context.opts.get("target_metadata"),
+            },
+        )
+    finally:
+        announcer.disabled = was_disabled
     running = getattr(op, "_proxy", None)
     try:
         with Operations.context(paper):
