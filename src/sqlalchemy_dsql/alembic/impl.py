@@ -28,7 +28,7 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.util import immutabledict
 
 from ..errors import AsyncJobFailed, MigrationInterrupted, MigrationRefused
-from ..retry import RetryPolicy, conflict_sqlstate
+from ..retry import RetryPolicy, _Attempts, conflict_sqlstate
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, CursorResult
@@ -327,7 +327,7 @@ class AuroraDSQLImpl(PostgresqlImpl):
         )
         filled = batches = 0
         while True:
-            rows = self._run_batch(statement)
+            rows = self._run_batch(statement, f"filling {table}.{column}")
             filled += rows
             batches += 1
             if rows < ROWS_PER_TRANSACTION:
@@ -335,29 +335,22 @@ class AuroraDSQLImpl(PostgresqlImpl):
         self.committed.append(f"filled {table}.{column} with its default: {filled} rows")
         _log.info("filled %s.%s: %d rows in %d transactions", table, column, filled, batches)
 
-    def _run_batch(self, statement: TextClause) -> int:
+    def _run_batch(self, statement: TextClause, name: str) -> int:
         """Run one data statement in its own transaction, again after write conflicts."""
         assert self.connection is not None
-        policy = RetryPolicy()
-        started = time.monotonic()
-        for attempt in range(1, policy.max_attempts + 1):
+        attempts = _Attempts(RetryPolicy(), None, None, name)
+        while True:
+            attempts.begin()
             try:
                 rows = int(self.connection.execute(statement).rowcount)
                 self.dialect.commit_writes(self.connection)  # type: ignore[attr-defined]
                 return rows
             except exc.DBAPIError as error:
                 self.dialect.do_rollback(self.connection.connection)
-                out_of_time = (
-                    policy.deadline is not None and time.monotonic() - started > policy.deadline
-                )
-                if (
-                    conflict_sqlstate(error) is None
-                    or attempt == policy.max_attempts
-                    or out_of_time
-                ):
+                # A lost connection is not retried here: the migration has only this one.
+                if conflict_sqlstate(error) is None:
                     raise
-                time.sleep(policy.delay(attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+                time.sleep(attempts.next_delay(error))
 
 
 # -- checking migrations before they run ---------------------------------------
