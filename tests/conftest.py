@@ -12,5 +12,5 @@ from sqlalchemy_dsql.local import LocalDSQL
 @pytest.fixture(scope="session")
 def dsql() -> Iterator[LocalDSQL]:
     """The emulator with DSQL's default limits, shared by the integration tests."""
-    with LocalDSQL(statement_log=True) as emulator:
+    with LocalDSQL(statement_log=True, round_trip_log=True) as emulator:
         yield emulator

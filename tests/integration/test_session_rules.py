@@ -381,6 +381,32 @@ async def test_counters_kill_and_statement_log(dsql: LocalDSQL) -> None:
         await conn.fetchval("SELECT 1")
 
 
+async def test_round_trips_are_counted_and_traced_as_the_client_waits(dsql: LocalDSQL) -> None:
+    conn = await asyncpg.connect(**dsql.connect_kwargs())
+    try:
+        session_id = conn.get_server_pid()
+        before = dsql.counters()[session_id]["round_trips"]
+        await conn.execute("BEGIN")
+        statement = await conn.prepare("SELECT $1::int + 1")  # asyncpg waits on a Flush
+        assert await statement.fetchval(1) == 2
+        assert await statement.fetchval(2) == 3
+        await conn.execute("COMMIT")
+        counted = dsql.counters()[session_id]["round_trips"] - before
+    finally:
+        await conn.close()
+    assert dsql.round_trip_log is not None
+    trips = [(t.messages, t.sql) for t in dsql.round_trip_log if t.session_id == session_id]
+    sql = "SELECT $1::int + 1"
+    assert trips[-5:] == [
+        ("Q", ("BEGIN",)),
+        ("PDH", (sql,)),
+        ("BES", (sql,)),
+        ("BES", (sql,)),
+        ("Q", ("COMMIT",)),
+    ]
+    assert counted == 5
+
+
 async def test_injected_latency_applies_per_round_trip(dsql: LocalDSQL) -> None:
     conn = await asyncpg.connect(**dsql.connect_kwargs())
     try:

@@ -40,7 +40,7 @@ from botocore.credentials import Credentials
 from .backend import DATABASE, Backend, BackendAddress
 from .rules import Rejection
 from .server import Server, ServerConfig
-from .session import Counters, Limits, LoggedStatement
+from .session import Counters, Limits, LoggedStatement, RoundTrip
 from .tokens import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, fixed_test_credentials
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "Limits",
     "LocalDSQL",
     "LoggedStatement",
+    "RoundTrip",
 ]
 
 DEFAULT_CLUSTER_ID = "localdsql0000000000000000a"
@@ -96,6 +97,7 @@ class LocalDSQL:
         latency_ms: float = 0.0,
         second_opinion: bool = True,
         statement_log: bool | Callable[[LoggedStatement], None] = False,
+        round_trip_log: bool | Callable[[RoundTrip], None] = False,
     ) -> None:
         if (
             max_connection_age < 1
@@ -145,6 +147,14 @@ class LocalDSQL:
         elif statement_log:
             self.statement_log = collections.deque(maxlen=100_000)
             self._log_statement = self.statement_log.append
+        # The same for every request a client waits on, with its protocol messages.
+        self.round_trip_log: collections.deque[RoundTrip] | None = None
+        self._log_round_trip: Callable[[RoundTrip], None] | None = None
+        if callable(round_trip_log):
+            self._log_round_trip = round_trip_log
+        elif round_trip_log:
+            self.round_trip_log = collections.deque(maxlen=100_000)
+            self._log_round_trip = self.round_trip_log.append
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -185,7 +195,9 @@ class LocalDSQL:
                 clock_offset=self._clock_offset,
             )
             self._run(self._backend.install())
-            server = Server(config, self._backend.address, tls, self._log_statement)
+            server = Server(
+                config, self._backend.address, tls, self._log_statement, self._log_round_trip
+            )
             self._run(server.start())
             self._server = server
         except BaseException:

@@ -25,7 +25,7 @@ from . import backend, protocol, rules
 from .catalog import Catalog
 from .jobs import JobRunner
 from .rules import Rejection
-from .session import Counters, Limits, LoggedStatement, Session, SessionHost
+from .session import Counters, Limits, LoggedStatement, RoundTrip, Session, SessionHost
 from .tokens import TokenRejected, TokenVerifier
 
 _log = logging.getLogger("sqlalchemy_dsql.local")
@@ -71,6 +71,7 @@ class Server(SessionHost):
         address: backend.BackendAddress,
         tls: ssl.SSLContext,
         log_statement: Callable[[LoggedStatement], None] | None,
+        log_round_trip: Callable[[RoundTrip], None] | None = None,
     ) -> None:
         self.config = config
         self.address = address
@@ -80,6 +81,7 @@ class Server(SessionHost):
         self.totals = Counters()
         self.commit_failures: collections.deque[Rejection] = collections.deque()
         self.log_statement = log_statement
+        self.log_round_trip = log_round_trip
         self.jobs = JobRunner(address, self.catalog)
         self.sessions: dict[int, Session] = {}
         self._tls = tls

@@ -115,6 +115,20 @@ class LoggedStatement:
     rejection: Rejection | None
 
 
+@dataclass(frozen=True, slots=True)
+class RoundTrip:
+    """One round trip: what a client sent before the reply it then waited for.
+
+    ``messages`` holds the protocol message type letters in order (``"PDH"``:
+    asyncpg preparing a statement; ``"BES"``: running a prepared one; ``"Q"``:
+    a simple query); ``sql`` the statements parsed, bound or queried, each once.
+    """
+
+    session_id: int
+    messages: str
+    sql: tuple[str, ...]
+
+
 class SessionHost:
     """What a session needs from the server it belongs to."""
 
@@ -124,6 +138,7 @@ class SessionHost:
     jobs: jobs.JobRunner
     totals: Counters
     log_statement: Callable[[LoggedStatement], None] | None
+    log_round_trip: Callable[[RoundTrip], None] | None
     # Errors the next COMMITs of any session answer with, oldest first (a test hook).
     commit_failures: collections.deque[Rejection]
 
@@ -215,6 +230,10 @@ class Session:
         self._preempted = False
         self._rejections: dict[int, Rejection] = {}
         self._poison_ids = itertools.count(1)
+        # Client messages since its last reply (a round trip when answered); their SQL if traced.
+        self._request_messages = bytearray()
+        self._request_sql: list[str] = []
+        self._prepared_sql: dict[str, str] = {}
         # Response side.
         self._outgoing = b""
         # Request kinds whose final reply has not come back yet, oldest first.
@@ -304,10 +323,39 @@ class Session:
                     self._pause_until(waiter)  # the message stays unconsumed and is retried
                     break
                 consumed = end
+                self._trace(kind, incoming[start:end])
         except protocol.ProtocolError:
             self.close()
         self._incoming = incoming[consumed:]
         self._flush()
+
+    def _trace(self, kind: int, raw: bytes) -> None:
+        """Add a handled client message to the request that the next reply answers."""
+        self._request_messages.append(kind)
+        if self._host.log_round_trip is None:
+            return
+        if kind == 0x50:  # Parse
+            name, offset = protocol.read_cstring(raw, 5)
+            sql = protocol.read_cstring(raw, offset)[0]
+            self._prepared_sql[name] = sql
+            self._request_sql.append(sql)
+        elif kind == 0x42:  # Bind: a statement parsed in an earlier request, or in this one
+            offset = protocol.read_cstring(raw, 5)[1]
+            sql = self._prepared_sql.get(protocol.read_cstring(raw, offset)[0], "")
+            if sql not in self._request_sql:
+                self._request_sql.append(sql)
+        elif kind == 0x51:  # Query
+            self._request_sql.append(raw[5:-1].decode())
+
+    def _count_round_trip(self) -> None:
+        """The client gets the first reply to what it sent: one round trip, whatever it held."""
+        self.counters.round_trips += 1
+        self._host.totals.round_trips += 1
+        if self._host.log_round_trip is not None:
+            entry = RoundTrip(self.id, self._request_messages.decode(), tuple(self._request_sql))
+            self._request_sql.clear()
+            self._host.log_round_trip(entry)
+        self._request_messages.clear()
 
     def _pause_until(self, waiter: Waiter) -> None:
         """Stop reading the client until ``waiter`` is done, then go on processing its input."""
@@ -687,6 +735,8 @@ class Session:
         out += buffer[copied:last]
         self._outgoing = buffer[last:]
         if out and self._client is not None:
+            if self._request_messages:
+                self._count_round_trip()
             self._client.write(out)
 
     def _on_backend_message(self, kind: int, raw: bytes, out: bytearray) -> None:
@@ -733,8 +783,6 @@ class Session:
         if status == b"I":
             self._response_explicit = False
             self._response_rows = 0
-        self.counters.round_trips += 1
-        self._host.totals.round_trips += 1
         out += raw
         self._settle(0x5A)
         if self._abort_when_idle and self._idle.is_set() and not self._batch:
