@@ -44,6 +44,16 @@ def suite(session: nox.Session, sqlalchemy: str) -> None:
 
 
 @nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Every benchmark against its alternatives: ``nox -s bench`` (``-- --quick`` for CI)."""
+    session.install("-e", ".[local,psycopg2]", "--group", "bench")
+    # Amazon's dialect, the contender named by the workload benchmark; kept out of the
+    # dev environment because it registers the same dialect name ("auroradsql") as ours.
+    session.install("aurora-dsql-sqlalchemy==1.3.0")
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", "src", "tests", "examples", "benchmarks", "noxfile.py")

@@ -3,29 +3,40 @@
 Runs the same repeated prepared statement (asyncpg, ``SELECT $1::int``) against
 the emulator's PostgreSQL directly (unix socket, no TLS) and through the proxy
 (TLS, token auth done, every statement rule on), in one run, interleaving the
-two so that machine noise hits both alike; once with the client on asyncio's
-own event loop and once on uvloop. Writes a Markdown table and a PNG chart to
-``benchmarks/results/``.
+two batch by batch so that machine noise hits both alike; once with the client
+on asyncio's own event loop and once on uvloop. Writes ``proxy_latency.md``,
+``proxy_latency.json`` and ``proxy_latency.png`` to ``--results`` (by default
+``benchmarks/results/``).
 
-    uv run --group bench python benchmarks/proxy_latency.py [--rounds 20000]
+Run by ``uv run nox -s bench``; alone::
+
+    uv run --group bench python benchmarks/proxy_latency.py [--rounds 20000] [--batches 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import asyncpg
+from _common import (
+    Headline,
+    command_line,
+    machine,
+    percentile,
+    results_argument,
+    spread,
+    write_results,
+)
 
 from sqlalchemy_dsql.local import LocalDSQL
 
-RESULTS = Path(__file__).parent / "results"
 TARGET_MS = 0.2
+PATHS = (("direct", "backend directly"), ("proxy", "dsql-local"))
 
 
 async def _round_trips(conn: asyncpg.Connection, rounds: int) -> list[float]:
@@ -38,28 +49,24 @@ async def _round_trips(conn: asyncpg.Connection, rounds: int) -> list[float]:
     return samples
 
 
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def _measure(dsql: LocalDSQL, rounds: int, batches: int) -> dict[str, list[float]]:
+async def _measure(dsql: LocalDSQL, rounds: int, batches: int) -> dict[str, list[list[float]]]:
+    """Per path, the samples of each batch."""
     direct = await asyncpg.connect(dsql.backend_url)
     proxied = await asyncpg.connect(**dsql.connect_kwargs())
-    results: dict[str, list[float]] = {"direct": [], "proxy": []}
+    results: dict[str, list[list[float]]] = {"direct": [], "proxy": []}
     try:
         await _round_trips(direct, 500)  # warm both paths
         await _round_trips(proxied, 500)
         for _ in range(batches):
-            results["direct"] += await _round_trips(direct, rounds // batches)
-            results["proxy"] += await _round_trips(proxied, rounds // batches)
+            results["direct"].append(await _round_trips(direct, rounds // batches))
+            results["proxy"].append(await _round_trips(proxied, rounds // batches))
     finally:
         await direct.close()
         await proxied.close()
     return results
 
 
-def _chart(rows: list[tuple[str, float, float, float]], path: Path) -> None:
+def _chart(rows: list[tuple[str, float, float, float, str]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,55 +83,75 @@ def _chart(rows: list[tuple[str, float, float, float]], path: Path) -> None:
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def main() -> int:
     import uvloop
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=20000)
-    parser.add_argument("--batches", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=20000, help="round trips per path")
+    parser.add_argument("--batches", type=int, default=10, help="interleaved batches")
+    results_argument(parser)
     args = parser.parse_args()
+    if not 1 <= args.batches <= args.rounds:
+        parser.error("--batches must be at least 1 and at most --rounds")
     rows = []
     added = {}
     with LocalDSQL() as dsql:
         for loop_name, run in (("asyncio", asyncio.run), ("uvloop", uvloop.run)):
             results = run(_measure(dsql, args.rounds, args.batches))
-            for name, label in (("direct", "backend directly"), ("proxy", "dsql-local")):
-                samples = results[name]
+            for name, label in PATHS:
+                samples = [s for batch in results[name] for s in batch]
                 rows.append(
                     (
                         f"{label}, client on {loop_name}",
                         statistics.median(samples),
-                        _percentile(samples, 0.99),
+                        percentile(samples, 0.99),
                         statistics.mean(samples),
+                        spread([statistics.median(batch) for batch in results[name]], 3),
                     )
                 )
             added[loop_name] = rows[-1][1] - rows[-2][1]
-    RESULTS.mkdir(exist_ok=True)
+    verdicts = {name: "met" if value < TARGET_MS else "missed" for name, value in added.items()}
+    headlines = [
+        Headline(
+            f"dsql-local added latency per round trip, client on {name}",
+            f"{value:.3f} ms",
+            f"< {TARGET_MS} ms",
+            verdicts[name],
+        )
+        for name, value in added.items()
+    ]
     table = [
         "# dsql-local: added latency per round trip",
         "",
-        f"`uv run --group bench python benchmarks/proxy_latency.py --rounds {args.rounds}` on "
-        f"{platform.machine()}, Python {sys.version.split()[0]}, {platform.system()}.",
+        f"`{command_line('proxy_latency.py')}`",
+        "",
+        machine(["sqlalchemy-dsql", "asyncpg", "uvloop"]),
         "",
         "Directly: the emulator's PostgreSQL over its unix socket, no TLS. dsql-local: the",
-        "proxy over TCP with TLS (verify-full), every statement rule on.",
+        "proxy over TCP with TLS (verify-full), every statement rule on. "
+        f"{args.rounds // args.batches * args.batches} round trips per path and event loop, in "
+        f"{args.batches} batches alternating between the two paths. Median, p99 and mean over "
+        "every round trip; the last column is the median of the batches' medians, with their "
+        "range.",
         "",
-        "| path | median ms | p99 ms | mean ms |",
-        "|---|---:|---:|---:|",
-        *(f"| {r[0]} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.3f} |" for r in rows),
+        "| path | median ms | p99 ms | mean ms | median of batch medians (range) ms |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {r[0]} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.3f} | {r[4]} |" for r in rows),
         "",
         *(
             f"Added median latency, client on {name}: **{value:.3f} ms** per round trip "
-            f"(target < {TARGET_MS} ms: {'meets' if value < TARGET_MS else 'MISSES'})."
+            f"(target < {TARGET_MS} ms: {verdicts[name]})."
             for name, value in added.items()
         ),
         "",
     ]
-    (RESULTS / "proxy_latency.md").write_text("\n".join(table))
-    _chart(rows, RESULTS / "proxy_latency.png")
-    print("\n".join(table))
+    report = "\n".join(table)
+    _, chart = write_results(args.results, "proxy_latency", report, headlines)
+    _chart(rows, chart)
+    print(report)
     return 0
 
 

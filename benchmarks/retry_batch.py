@@ -40,7 +40,10 @@ sides alternate. The CPU seconds the client, the proxy and the PostgreSQL
 backend spent are recorded, because on a small machine they bound what
 concurrency can gain: all three share its cores.
 
-Writes ``benchmarks/results/retry_batch.md`` and ``retry_batch.png``.
+Writes ``retry_batch.md``, ``retry_batch.json`` and ``retry_batch.png`` to
+``--results`` (by default ``benchmarks/results/``).
+
+Run by ``uv run nox -s bench``; alone::
 
     uv run --group bench python benchmarks/retry_batch.py [--rounds 3]
 """
@@ -49,9 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import platform
 import random
 import statistics
 import sys
@@ -59,12 +60,20 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import aioboto3
-import psutil
+from _common import (
+    CPUMeter,
+    Headline,
+    command_line,
+    machine,
+    percentile,
+    results_argument,
+    spread,
+    write_results,
+)
 from dsql_core.occ_retry import OCCRetryConfig, _retry_async
 from sqlalchemy import Column, Integer, MetaData, String, Table, text
 from sqlalchemy.exc import DBAPIError
@@ -75,7 +84,6 @@ from sqlalchemy_dsql.errors import RetriesExhausted
 from sqlalchemy_dsql.local.process import SpawnedDSQL, spawn
 from sqlalchemy_dsql.retry import RetryEvent
 
-RESULTS = Path(__file__).parent / "results"
 LATENCY_MS = 2.0
 TARGET_BATCH_RATIO = 4.0
 WORKLOADS = {"hot row": 1, "10 rows": 10}
@@ -124,11 +132,6 @@ class InsertRun:
     @property
     def per_second(self) -> float:
         return self.rows / self.elapsed
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 # -- part 1: the contended counter ----------------------------------------------------------
@@ -220,29 +223,6 @@ def _is_conflict_failure(error: BaseException) -> bool:
 
 
 # -- part 2: batched inserts ----------------------------------------------------------------
-
-
-class CPUMeter:
-    """CPU seconds of this process, the emulator's proxy and its PostgreSQL backend."""
-
-    def __init__(self, dsql: SpawnedDSQL, data_dir: Path) -> None:
-        self.proxy = psutil.Process(dsql.pid)
-        postmaster_pid = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
-        self.postmaster = psutil.Process(postmaster_pid)
-
-    def _backend(self) -> float:
-        total = float(sum(self.postmaster.cpu_times()[:2]))
-        for child in self.postmaster.children(recursive=True):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += sum(child.cpu_times()[:2])
-        return total
-
-    def read(self) -> dict[str, float]:
-        return {
-            "client": time.process_time(),
-            "proxy": sum(self.proxy.cpu_times()[:2]),
-            "backend": self._backend(),
-        }
 
 
 async def _fresh_items(engine: AsyncEngine) -> None:
@@ -397,47 +377,31 @@ def _counter_row(label: str, runs: list[CounterRun]) -> str:
     failed = sum(run.failed for run in runs)
     total = sum(run.committed + run.failed for run in runs)
     return (
-        f"| {label} | {_median(runs, 'per_second'):.1f} | {failed} of {total} | "
+        f"| {label} | {spread([run.per_second for run in runs], 1)} | {failed} of {total} | "
         f"{_median(runs, 'retries_per_transaction'):.2f} | {max(attempts)} | "
-        f"{_percentile(seconds, 0.5) * 1000:.0f} | {_percentile(seconds, 0.99) * 1000:.0f} |"
+        f"{percentile(seconds, 0.5) * 1000:.0f} | {percentile(seconds, 0.99) * 1000:.0f} |"
     )
 
 
 COUNTER_HEADER = (
-    "| policy | committed / s (median) | failed | retries per transaction | most attempts "
+    "| policy | committed / s, median (range) | failed | retries per transaction | most attempts "
     "| p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|---:|"
 )
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def _report(measured: Measured, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    command = " ".join(["uv run --group bench python benchmarks/retry_batch.py", *sys.argv[1:]])
-    libraries = ", ".join(
-        f"{name} {version(name)}"
-        for name in ("sqlalchemy-dsql", "sqlalchemy", "asyncpg", "aurora-dsql-python-connector")
-    )
     default = RetryPolicy()
     lines = [
         "# OCC retries and batched writes through dsql-local",
         "",
-        f"`{command}`",
+        f"`{command_line('retry_batch.py')}`",
         "",
-        f"Machine: {platform.machine()}, {_cpu()}, {os.cpu_count()} CPUs, {platform.system()} "
-        f"{platform.release()}. Python {platform.python_version()}. Libraries: {libraries}.",
+        machine(["sqlalchemy-dsql", "sqlalchemy", "asyncpg", "aurora-dsql-python-connector"]),
         "",
         f"dsql-local in its own process, {LATENCY_MS:g} ms injected per round trip, 3,000 rows "
         f"per transaction enforced. {args.rounds} rounds; in each, the contenders run in turn "
-        "(order alternating or shuffled). Medians over rounds; latency percentiles and attempt "
-        "counts over every transaction of every round.",
+        "(order alternating or shuffled). Medians over rounds, with their range; latency "
+        "percentiles and attempt counts over every transaction of every round.",
         "",
         f"Counter workload: {args.tasks} tasks x {args.increments} read-modify-write "
         "transactions, one connection per task; every side ended with stored counters equal to "
@@ -500,7 +464,7 @@ def _report(measured: Measured, args: argparse.Namespace) -> tuple[str, dict[str
         "sides. CPU: seconds spent during the run by this client process, the emulator's proxy "
         "process and the PostgreSQL backend (postmaster and its children).",
         "",
-        "| batch size | side | rows / s (median) | seconds | CPU client s | CPU proxy s "
+        "| batch size | side | rows / s, median (range) | seconds | CPU client s | CPU proxy s "
         "| CPU backend s |",
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
@@ -510,7 +474,7 @@ def _report(measured: Measured, args: argparse.Namespace) -> tuple[str, dict[str
             insert_runs = measured.inserts[(side, batch_size)]
             cpu = {k: statistics.median(r.cpu[k] for r in insert_runs) for k in insert_runs[0].cpu}
             lines.append(
-                f"| {batch_size} | {side} | {_median(insert_runs, 'per_second'):,.0f} | "
+                f"| {batch_size} | {side} | {spread([r.per_second for r in insert_runs], 0)} | "
                 f"{_median(insert_runs, 'elapsed'):.2f} | {cpu['client']:.2f} | "
                 f"{cpu['proxy']:.2f} | {cpu['backend']:.2f} |"
             )
@@ -543,6 +507,31 @@ def _report(measured: Measured, args: argparse.Namespace) -> tuple[str, dict[str
     return "\n".join(lines), chart
 
 
+def _headlines(measured: Measured, chart: dict[str, Any]) -> list[Headline]:
+    hot = "hot row"
+    ours_rate, amazon_rate = (chart["versus"][(name, hot)][0] for name in (OURS, AMAZON))
+    amazon_runs = measured.versus[(AMAZON, hot)]
+    failed = sum(r.failed for r in amazon_runs)
+    total = sum(r.committed + r.failed for r in amazon_runs)
+    headlines = [
+        Headline(
+            "hot-row OCC counter, committed/s: ours defaults / Amazon's connector defaults",
+            f"{ours_rate:.1f} / {amazon_rate:.1f} ({failed} of {total} Amazon transactions failed)",
+        ),
+        Headline("ours / Amazon's on the hot row", f"{ours_rate / amazon_rate:.2f}x"),
+    ]
+    for batch_size, ratio in chart["ratios"].items():
+        headlines.append(
+            Headline(
+                f"batch.insert vs sequential loop, batch {batch_size}",
+                f"{ratio:.2f}x ({chart['inserts'][(CONCURRENT, batch_size)]:,.0f} rows/s)",
+                f">= {TARGET_BATCH_RATIO:g}x",
+                "met" if ratio >= TARGET_BATCH_RATIO else "missed",
+            )
+        )
+    return headlines
+
+
 def _ratio_ceiling(measured: Measured, batch_size: int, cores: int) -> float:
     concurrent = measured.inserts[(CONCURRENT, batch_size)]
     cpu = {k: statistics.median(r.cpu[k] for r in concurrent) for k in concurrent[0].cpu}
@@ -550,7 +539,7 @@ def _ratio_ceiling(measured: Measured, batch_size: int, cores: int) -> float:
     return _median(measured.inserts[(SEQUENTIAL, batch_size)], "elapsed") / floor
 
 
-def _chart(chart: dict[str, Any], batch_sizes: list[int], path: Path) -> None:
+def _chart(chart: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -577,9 +566,10 @@ def _chart(chart: dict[str, Any], batch_sizes: list[int], path: Path) -> None:
     left.set_ylim(top=top * 1.2)
     left.set_xticks(positions, list(WORKLOADS))
     left.set_ylabel("committed transactions per second")
-    left.set_title("(a) contended counter, 50 tasks")
+    left.set_title(f"(a) contended counter, {args.tasks} tasks")
     left.legend(loc="upper left")
 
+    batch_sizes = args.batch_sizes
     positions = list(range(len(batch_sizes)))
     for offset, side, label in (
         (-0.2, CONCURRENT, "batch.insert (8 concurrent)"),
@@ -608,6 +598,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 250, 500, 1000])
     parser.add_argument("--skip-sweep", action="store_true", help="only (a) and (b)")
+    results_argument(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dsql-bench-") as scratch:
         data_dir = Path(scratch)
@@ -619,9 +610,8 @@ def main() -> int:
         ) as dsql:
             measured = asyncio.run(_measure(dsql, data_dir, args))
     report, chart = _report(measured, args)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "retry_batch.md").write_text(report)
-    _chart(chart, args.batch_sizes, RESULTS / "retry_batch.png")
+    _, path = write_results(args.results, "retry_batch", report, _headlines(measured, chart))
+    _chart(chart, args, path)
     print(report)
     return 0
 

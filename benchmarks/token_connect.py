@@ -55,7 +55,10 @@ The client runs on asyncio's own event loop; the emulator runs on its own loop
 in a background thread of this process, with its connection-rate admission
 limits raised so the benchmark never waits on them.
 
-Writes ``benchmarks/results/token_connect.md`` and ``token_connect.png``.
+Writes ``token_connect.md``, ``token_connect.json`` and ``token_connect.png``
+to ``--results`` (by default ``benchmarks/results/``).
+
+Run by ``uv run nox -s bench``; alone::
 
     uv run --group bench python benchmarks/token_connect.py [--rounds 20]
 """
@@ -64,21 +67,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import ssl
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import aioboto3
 import asyncpg
 import boto3
+from _common import (
+    Headline,
+    command_line,
+    machine,
+    percentile,
+    results_argument,
+    tls_like_the_engine,
+    use_test_credentials_from_environment,
+    write_results,
+)
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -87,7 +97,6 @@ from sqlalchemy_dsql.engine import create_async_dsql_engine
 from sqlalchemy_dsql.local import LocalDSQL
 from sqlalchemy_dsql.local.tokens import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 
-RESULTS = Path(__file__).parent / "results"
 TARGET_TOKEN_MS = 0.2
 TARGET_CONNECT_OVERHEAD_MS = 1.0
 USER = "admin"
@@ -151,30 +160,6 @@ class Measured:
     connects: dict[str, list[float]]
 
 
-class _PinnedHostname(ssl.SSLContext):
-    """Checks the server's certificate against ``verify_host``, whatever address was dialled."""
-
-    verify_host: str
-
-    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
-        kwargs["server_hostname"] = self.verify_host
-        return super().wrap_bio(*args, **kwargs)
-
-
-def _tls_like_the_engine(ca_file: str, endpoint: str) -> ssl.SSLContext:
-    context = _PinnedHostname(ssl.PROTOCOL_TLS_CLIENT)
-    context.verify_host = endpoint
-    context.check_hostname = True
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_verify_locations(cafile=ca_file)
-    return context
-
-
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def _paired_median(first: list[float], second: list[float]) -> float:
     return statistics.median(a - b for a, b in zip(first, second, strict=True))
 
@@ -183,18 +168,6 @@ def _share(total: int, rounds: int, index: int) -> int:
     """How many of ``total`` samples round ``index`` of ``rounds`` takes."""
     base, extra = divmod(total, rounds)
     return base + (1 if index < extra else 0)
-
-
-def _use_test_credentials_from_environment() -> None:
-    """Amazon's connector builds a default ``boto3.Session()`` per token: point it at the test keys.
-
-    A profile or session token in the environment would change which
-    credentials that session picks, so they are dropped in this process.
-    """
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-        os.environ.pop(name, None)
-    os.environ["AWS_ACCESS_KEY_ID"] = TEST_ACCESS_KEY_ID
-    os.environ["AWS_SECRET_ACCESS_KEY"] = TEST_SECRET_ACCESS_KEY
 
 
 def _boto3_session(secret: str = TEST_SECRET_ACCESS_KEY) -> boto3.Session:
@@ -350,36 +323,12 @@ async def _measure_connects(
 
 
 async def _measure(dsql: LocalDSQL, args: argparse.Namespace) -> Measured:
-    context = _tls_like_the_engine(dsql.ca_file, dsql.endpoint)
+    context = tls_like_the_engine(dsql.ca_file, dsql.endpoint)
     tokens = await _measure_tokens(
         dsql, context, args.rounds, args.token_samples, args.slow_token_samples
     )
     connects = await _measure_connects(dsql, context, args.rounds, args.connects, args.warmup)
     return Measured(tokens, connects)
-
-
-def _versions() -> str:
-    names = [
-        "sqlalchemy-dsql",
-        "sqlalchemy",
-        "asyncpg",
-        "boto3",
-        "botocore",
-        "aioboto3",
-        "aiobotocore",
-        "aurora-dsql-python-connector",
-    ]
-    return ", ".join(f"{name} {version(name)}" for name in names)
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _chart(
@@ -438,20 +387,21 @@ def main() -> int:
     )
     parser.add_argument("--connects", type=int, default=600, help="connections per side")
     parser.add_argument("--warmup", type=int, default=10, help="untimed connections per side")
+    results_argument(parser)
     args = parser.parse_args()
     if min(args.rounds, args.token_samples, args.slow_token_samples, args.connects) < 1:
         parser.error("--rounds and the sample counts must be at least 1")
 
-    _use_test_credentials_from_environment()
+    use_test_credentials_from_environment()
     with LocalDSQL(connections_per_second=1_000_000.0, connection_burst=1_000_000) as dsql:
         measured = asyncio.run(_measure(dsql, args))
 
     token_rows = [
-        (name, len(s), statistics.median(s), _percentile(s, 0.9))
+        (name, len(s), statistics.median(s), percentile(s, 0.9))
         for name, s in measured.tokens.items()
     ]
     connect_rows = [
-        (name, len(s), statistics.median(s), _percentile(s, 0.9))
+        (name, len(s), statistics.median(s), percentile(s, 0.9))
         for name, s in measured.connects.items()
     ]
     medians = {row[0]: row[2] for row in token_rows + connect_rows}
@@ -473,19 +423,23 @@ def main() -> int:
     tokens_met = max(ours_sync, ours_async) < TARGET_TOKEN_MS
     connect_met = overhead < TARGET_CONNECT_OVERHEAD_MS
 
-    command = (
-        f"uv run --group bench python benchmarks/token_connect.py --rounds {args.rounds} "
-        f"--token-samples {args.token_samples} --slow-token-samples {args.slow_token_samples} "
-        f"--connects {args.connects} --warmup {args.warmup}"
-    )
     table = [
         "# IAM tokens and new connections: sqlalchemy-dsql against the alternatives",
         "",
-        f"`{command}`",
+        f"`{command_line('token_connect.py')}`",
         "",
-        f"Machine: {platform.machine()}, {_cpu()}, {os.cpu_count()} CPUs, "
-        f"{platform.system()} {platform.release()}. Python {sys.version.split()[0]}.",
-        f"Libraries: {_versions()}.",
+        machine(
+            [
+                "sqlalchemy-dsql",
+                "sqlalchemy",
+                "asyncpg",
+                "boto3",
+                "botocore",
+                "aioboto3",
+                "aiobotocore",
+                "aurora-dsql-python-connector",
+            ]
+        ),
         "",
         "Same fixed test credentials and the emulator's endpoint for every source; "
         f"{args.rounds} interleaved rounds. One token from each source was accepted by "
@@ -539,10 +493,32 @@ def main() -> int:
         f"{_verdict(connect_met)} ({overhead:.3f} ms).",
         "",
     ]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "token_connect.md").write_text("\n".join(table))
-    _chart(token_rows, connect_rows, RESULTS / "token_connect.png")
-    print("\n".join(table))
+    headlines = [
+        Headline(
+            "IAM token, median ms: ours sync / ours async / Amazon's connector",
+            f"{ours_sync:.4f} / {ours_async:.4f} / {medians[CONNECTOR]:.2f}",
+        ),
+        Headline(
+            "our token cost",
+            f"{max(ours_sync, ours_async):.4f} ms",
+            f"< {TARGET_TOKEN_MS} ms",
+            "met" if tokens_met else "missed",
+        ),
+        Headline(
+            "new connection through dsql-local, median ms: ours / raw asyncpg",
+            f"{medians[ENGINE]:.3f} / {medians[RAW]:.3f}",
+        ),
+        Headline(
+            "our connect overhead over raw asyncpg",
+            f"{overhead:.3f} ms",
+            f"< {TARGET_CONNECT_OVERHEAD_MS} ms",
+            "met" if connect_met else "missed",
+        ),
+    ]
+    report = "\n".join(table)
+    _, chart = write_results(args.results, "token_connect", report, headlines)
+    _chart(token_rows, connect_rows, chart)
+    print(report)
     return 0
 
 
