@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import nox
 
 nox.options.default_venv_backend = "uv"
@@ -40,6 +42,22 @@ def suite(session: nox.Session, sqlalchemy: str) -> None:
         "-p",
         "no:randomly",
         *session.posargs,
+    )
+
+
+@nox.session(python="3.11")
+def soak(session: nox.Session) -> None:
+    """The fault-injection soak for a chosen time: ``nox -s soak -- --duration 600`` (seconds)."""
+    parser = argparse.ArgumentParser(prog="nox -s soak --")
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds (CI runs 60)")
+    args, pytest_args = parser.parse_known_args(session.posargs)
+    session.install("-e", ".[local,psycopg]", "--group", "dev")
+    session.run(
+        "pytest",
+        "tests/reliability/test_soak.py",
+        "-s",
+        *pytest_args,
+        env={"DSQL_RELIABILITY_SOAK_SECONDS": str(args.duration)},
     )
 
 

@@ -152,6 +152,16 @@ def _no_credentials(region: str) -> ConfigurationError:
     )
 
 
+def _unknown_profile(error: Exception) -> ConfigurationError:
+    profile = getattr(error, "kwargs", {}).get("profile", "?")
+    return ConfigurationError(
+        f"the AWS profile {profile!r} (profile= or AWS_PROFILE) is not in the AWS config or "
+        f"credentials file (~/.aws/config, ~/.aws/credentials, or AWS_CONFIG_FILE / "
+        f"AWS_SHARED_CREDENTIALS_FILE): check its name, create it (aws configure --profile "
+        f"{profile}), or pass session= instead"
+    )
+
+
 class _Generator:
     """What both generators share: the credentials source, the count, a safe repr."""
 
@@ -218,17 +228,23 @@ class TokenGenerator(_Generator):
 
     def _make_client(self) -> Any:
         import boto3
+        from botocore.exceptions import ProfileNotFound
 
         session = self._session
-        if session is None:
-            botocore_session = None
-            if self._provider is not None:
-                import botocore.session
+        try:
+            if session is None:
+                botocore_session = None
+                if self._provider is not None:
+                    import botocore.session
 
-                botocore_session = botocore.session.Session()
-                _put_first(botocore_session, self._provider)
-            session = boto3.Session(profile_name=self._profile, botocore_session=botocore_session)
-        self._client = session.client("dsql", region_name=self.region)
+                    botocore_session = botocore.session.Session()
+                    _put_first(botocore_session, self._provider)
+                session = boto3.Session(
+                    profile_name=self._profile, botocore_session=botocore_session
+                )
+            self._client = session.client("dsql", region_name=self.region)
+        except ProfileNotFound as error:
+            raise _unknown_profile(error) from None
         return self._client
 
 
@@ -267,21 +283,25 @@ class AsyncTokenGenerator(_Generator):
         async with self._lock:
             if self._client is None:
                 import aioboto3
+                from botocore.exceptions import ProfileNotFound
 
                 session = self._session
-                if session is None:
-                    botocore_session = None
-                    if self._provider is not None:
-                        from aiobotocore.session import AioSession
+                try:
+                    if session is None:
+                        botocore_session = None
+                        if self._provider is not None:
+                            from aiobotocore.session import AioSession
 
-                        botocore_session = AioSession()
-                        _put_first(botocore_session, _async_provider(self._provider))
-                    session = aioboto3.Session(
-                        profile_name=self._profile, botocore_session=botocore_session
+                            botocore_session = AioSession()
+                            _put_first(botocore_session, _async_provider(self._provider))
+                        session = aioboto3.Session(
+                            profile_name=self._profile, botocore_session=botocore_session
+                        )
+                    self._client = await self._exit_stack.enter_async_context(
+                        session.client("dsql", region_name=self.region)
                     )
-                self._client = await self._exit_stack.enter_async_context(
-                    session.client("dsql", region_name=self.region)
-                )
+                except ProfileNotFound as error:
+                    raise _unknown_profile(error) from None
             return self._client
 
 

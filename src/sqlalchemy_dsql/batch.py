@@ -25,7 +25,11 @@ Each batch is executed as ``conn.execute(table.insert(), rows)``, which the
 ``auroradsql`` dialects send as multi-row ``INSERT ... VALUES`` statements of
 up to 1,000 rows whose SQL is compiled once and cached. Rows with different
 sets of keys may be mixed: each run of rows with the same keys is its own
-statement, and a missing key means the column's default.
+statement, and a missing key means the column's default. A key that is not
+a column of the table, or a row that is not a mapping, fails its batch with
+:class:`~sqlalchemy_dsql.errors.ConfigurationError` (SQLAlchemy would leave
+an unknown key out silently); a single mapping or a string instead of an
+iterable of rows is refused before anything runs.
 
 :func:`upsert` uses ``INSERT ... ON CONFLICT (key) DO UPDATE SET col =
 excluded.col``; ``key`` defaults to the primary key columns and ``update`` to
@@ -367,10 +371,19 @@ class _Run:
                 f"{error_text[0] if error_text else ''}{others}. "
                 f"Committed ({report.rows} rows in {report.batches} batches): "
                 f"{_describe(report.committed)}; not attempted: "
-                f"{_describe(report.not_attempted)}",
+                f"{_describe(report.not_attempted)}. {_next_step(report.operation)}",
                 report=report,
             ) from first.error
         return report
+
+
+def _next_step(operation: str) -> str:
+    if operation.startswith("delete"):
+        return "Once the cause is fixed, run the delete again: it deletes what still matches."
+    return (
+        "Once the cause is fixed, write the rows of the failed and not-attempted ranges "
+        "again; the committed ranges are in the database."
+    )
 
 
 async def _write_all(
@@ -386,6 +399,7 @@ async def _write_all(
     progress: ProgressOption,
 ) -> BatchReport:
     _validate(batch_size, concurrency, max_batch_bytes)
+    _check_input(rows)
     total_rows = len(rows) if isinstance(rows, Sized) else None
     run = _Run(operation, progress, total_rows, batch_size)
     gate = asyncio.Semaphore(concurrency)
@@ -437,14 +451,44 @@ async def _write_all(
     return run.finish()
 
 
-def _runs_by_keys(chunk: list[Row]) -> Iterable[list[Row]]:
-    """Consecutive rows with the same keys: one executemany each (it compiles the first row's)."""
-    first = chunk[0].keys()
-    if all(row.keys() == first for row in chunk):
-        yield chunk
-        return
-    for _, run in itertools.groupby(chunk, key=frozenset):
-        yield list(run)
+def _check_input(rows: object) -> None:
+    """Refuse what cannot be rows before any batch runs."""
+    if isinstance(rows, Mapping):
+        raise ConfigurationError(
+            "rows is a single mapping; pass an iterable of rows, one mapping of column names "
+            "to values per row (for one row: [row])"
+        )
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, (Iterable, AsyncIterable)):
+        raise ConfigurationError(
+            f"rows must be an iterable or async iterable of mappings of column names to "
+            f"values (dicts), one per row; got {type(rows).__name__}"
+        )
+
+
+def _runs_by_keys(table: Table, chunk: list[Row]) -> Iterable[list[Row]]:
+    """Consecutive rows with the same keys: one executemany each (it compiles the first row's).
+
+    Each run's keys must be columns of ``table``: SQLAlchemy would silently leave
+    any other key out, and a misspelt column's values would be lost.
+    """
+    try:
+        first = chunk[0].keys()
+        same = all(row.keys() == first for row in chunk)
+    except AttributeError:
+        wrong = next(row for row in chunk if not isinstance(row, Mapping))
+        raise ConfigurationError(
+            f"each row must be a mapping of column names to values (a dict), not a "
+            f"{type(wrong).__name__}; for tuples, build dicts with dict(zip(names, values))"
+        ) from None
+    runs = [chunk] if same else [list(run) for _, run in itertools.groupby(chunk, key=frozenset)]
+    for run in runs:
+        unknown = sorted(str(k) for k in run[0] if not (isinstance(k, str) and k in table.c))
+        if unknown:
+            raise ConfigurationError(
+                f"rows name columns {table.name} does not have: {unknown}; fix or drop those "
+                f"keys (SQLAlchemy would leave them out silently)"
+            )
+        yield run
 
 
 def _column_names(table: Table, names: Sequence[str] | None, what: str) -> list[str]:
@@ -473,7 +517,7 @@ async def insert(
     """
 
     async def write(conn: AsyncConnection, chunk: list[Row]) -> None:
-        for group in _runs_by_keys(chunk):
+        for group in _runs_by_keys(table, chunk):
             await conn.execute(table.insert(), group)
 
     return await _write_all(
@@ -515,7 +559,7 @@ async def upsert(
     update_names = None if update is None else _column_names(table, update, "update")
 
     async def write(conn: AsyncConnection, chunk: list[Row]) -> None:
-        for group in _runs_by_keys(chunk):
+        for group in _runs_by_keys(table, chunk):
             stmt = pg_insert(table)
             columns = (
                 [n for n in group[0] if n not in key_names]

@@ -202,6 +202,11 @@ class _ConnectContext:
                 f"sslmode='verify-full' (the default)"
             )
         sqlstate = getattr(error, "sqlstate", None)
+        if sqlstate == "3D000" or ("database" in lowered and "does not exist" in lowered):
+            return ConnectError(
+                f"{self._target()} refused the connection: {_server_reason(error)}. Aurora DSQL "
+                f"has a single database, 'postgres': leave database= (dbname=) at its default"
+            )
         if (
             (sqlstate or "").startswith("28")
             or "access denied" in lowered
@@ -313,6 +318,12 @@ def _explain_lost_connections(engine: Engine, endpoint: Endpoint, counters: Pool
         original = context.sqlalchemy_exception
         if not context.is_disconnect or not isinstance(original, exc.DBAPIError):
             return None
+        # SQLAlchemy would mark every pooled connection stale and reopen them all. DSQL
+        # closes sessions one at a time (each at its own hour), and the checkout check
+        # replaces any other closed one without a round trip, so only this one goes:
+        # otherwise one lost connection reopens the pool, uncounted, against DSQL's quota
+        # of new connections per second.
+        context.invalidate_pool_on_disconnect = False
         connection = context.connection
         during_commit = False
         if connection is not None and not connection.invalidated:

@@ -33,6 +33,13 @@ Many rows at once
     ``INSERT ... VALUES`` statements of up to 1,000 rows (SQLAlchemy's
     "insertmanyvalues"), with every driver, instead of one execution per row.
 
+Errors
+    A server error's DETAIL and HINT are part of the message with every
+    driver, as libpq shows them (SQLAlchemy's asyncpg adapter keeps only the
+    primary message, and DSQL's advice is often in the hint); DSQL's limit
+    errors (SQLSTATE 54000), which carry no advice of their own, get a HINT
+    that says how to stay under the limit.
+
 Reflection
     Reflected index options come back under the ``auroradsql_`` prefix
     (``auroradsql_include``, ``auroradsql_where``,
@@ -45,7 +52,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import exc, schema
+from sqlalchemy import event, exc, schema
 from sqlalchemy.dialects.postgresql.base import PGCompiler, PGDialect
 from sqlalchemy.engine.interfaces import IsolationLevel
 from sqlalchemy.sql.elements import TextClause
@@ -54,7 +61,7 @@ from ..errors import AsyncJobFailed, DDLAfterDMLError, SavepointsNotSupported
 from .ddl import DSQLDDLCompiler, DSQLTypeCompiler
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
+    from sqlalchemy.engine import Connection, Engine, ExceptionContext
     from sqlalchemy.engine.default import DefaultExecutionContext
     from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor, ExecutionContext
 
@@ -75,6 +82,25 @@ _ASYNC_DDL_TEXT = re.compile(
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Per DBAPI connection (``PoolProxiedConnection.info``): has the open transaction written?
 _WROTE = "auroradsql_transaction_wrote"
+# DSQL's limit errors (54000) name the limit but not the way around it.
+_LIMIT_ADVICE = (
+    (
+        "row limit",
+        "Aurora DSQL changes at most 3,000 rows per transaction (index entries and cascaded "
+        "rows count too): split the work into several transactions; sqlalchemy_dsql.batch "
+        "does that for inserts, upserts and deletes",
+    ),
+    (
+        "size limit",
+        "Aurora DSQL writes at most 10 MiB per transaction: split the work into several "
+        "transactions (sqlalchemy_dsql.batch does, with max_batch_bytes)",
+    ),
+    (
+        "age limit",
+        "an Aurora DSQL transaction may last at most 5 minutes: split the work into shorter "
+        "transactions, and do slow work outside them",
+    ),
+)
 _SAVEPOINT_MESSAGE = (
     "Aurora DSQL does not support savepoints, so begin_nested() and sessions that "
     "join an outer transaction in 'create_savepoint' mode cannot work. Run the inner "
@@ -152,6 +178,13 @@ class AuroraDSQLDialect(PGDialect):
             kwargs.setdefault("use_native_hstore", False)
         super().__init__(**kwargs)
         self.wait_for_jobs = wait_for_jobs
+
+    @classmethod
+    def engine_created(cls, engine: Engine) -> None:
+        super().engine_created(engine)
+        # Called once per dialect class involved (sync and async variants): listen once.
+        if not event.contains(engine, "handle_error", _add_server_advice):
+            event.listen(engine, "handle_error", _add_server_advice)
 
     # -- transactions ----------------------------------------------------
 
@@ -326,6 +359,37 @@ class AuroraDSQLDialect(PGDialect):
 def _default(context: ExecutionContext | None) -> DefaultExecutionContext | None:
     # Every SQLAlchemy dialect's execution context derives from the default one.
     return context  # type: ignore[return-value]
+
+
+def _add_server_advice(context: ExceptionContext) -> None:
+    """Put the server's DETAIL and HINT, or advice for DSQL's limits, into the error's message.
+
+    The message is changed in place, so the exception keeps its class and
+    ``orig``; text already in the message (libpq drivers include DETAIL and
+    HINT themselves) is not repeated.
+    """
+    error = context.sqlalchemy_exception
+    if not isinstance(error, exc.DBAPIError) or not error.args:
+        return
+    message = error.args[0]
+    if not isinstance(message, str):
+        return
+    orig = error.orig
+    # asyncpg's own exception (with .detail and .hint) is the cause of the adapted one.
+    cause = getattr(orig, "__cause__", None)
+    driver = cause if cause is not None and hasattr(cause, "sqlstate") else orig
+    added = []
+    for label, attribute in (("DETAIL", "detail"), ("HINT", "hint")):
+        value = getattr(driver, attribute, None)
+        if isinstance(value, str) and value.strip() and value not in message:
+            added.append(f"{label}:  {value.strip()}")
+    sqlstate = getattr(driver, "sqlstate", None) or getattr(driver, "pgcode", None)
+    hinted = "HINT:" in message or any(line.startswith("HINT:") for line in added)
+    if sqlstate == "54000" and not hinted:
+        lowered = message.lower()
+        added.extend(f"HINT:  {advice}" for marker, advice in _LIMIT_ADVICE if marker in lowered)
+    if added:
+        error.args = (message.rstrip() + "\n" + "\n".join(added), *error.args[1:])
 
 
 def _check_isolation_level(level: str) -> None:
