@@ -992,7 +992,10 @@ CASES: list[Case] = [
             "CREATE TABLE {t}_a (id int PRIMARY KEY); CREATE TABLE {t}_b (id int PRIMARY KEY)",
         ),
         exc.DBAPIError,
-        (r"only one ddl statement", r"HINT:  run each DDL statement in its own transaction"),
+        (
+            r"multiple ddl statements not supported in a transaction",
+            r"HINT:  run each DDL statement in its own transaction",
+        ),
         absent("a", "b"),
     ),
     # -- begin_nested() and savepoints --

@@ -331,6 +331,9 @@ class AuroraDSQLDialect(PGDialect):
             succeeded = bool(row[0]) if row else False
             details = None
             if not succeeded:
+                if not autocommit:
+                    # A snapshot taken before the job ended still shows it running.
+                    connection.commit()
                 cursor.execute(f"SELECT status, details FROM sys.jobs WHERE job_id = '{job_id}'")
                 found = cursor.fetchone()
                 details = f"{found[0]}: {found[1]}" if found else "no such job"

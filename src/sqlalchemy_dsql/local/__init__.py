@@ -38,9 +38,10 @@ from typing import Any
 from botocore.credentials import Credentials
 
 from .backend import DATABASE, Backend, BackendAddress
+from .limits import Limits
 from .rules import Rejection
 from .server import Server, ServerConfig
-from .session import Counters, Limits, LoggedStatement, RoundTrip
+from .session import Counters, LoggedStatement, RoundTrip
 from .tokens import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, fixed_test_credentials
 
 __all__ = [

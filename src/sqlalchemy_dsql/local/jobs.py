@@ -41,6 +41,9 @@ class JobRunner:
         self._catalog = catalog
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._finished: dict[str, asyncio.Event] = {}
+        # Whether each finished job succeeded, as the job manager knows it: a wait's answer
+        # must not depend on the snapshot of the transaction that waits.
+        self._outcomes: dict[str, bool] = {}
         self._listener: Any = None
         self._worker: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -68,25 +71,32 @@ class JobRunner:
             if connection is not None:
                 await connection.close(timeout=2)
 
-    async def wait(self, job_id: str | None) -> None:
-        """Return once ``job_id`` (or, if None, every job known now) has finished."""
+    async def wait(self, job_id: str | None) -> bool | None:
+        """Return once ``job_id`` (or, if None, every job known now) has finished.
+
+        The answer is whether that job completed (``None`` for every job, and for an
+        unknown id, which ``sys.wait_for_job`` itself reports).
+        """
         if job_id is None:
             pending = await self._listener.fetch(
                 "SELECT job_id FROM sys._jobs WHERE status IN ('submitted', 'processing')"
             )
             for record in pending:
                 await self.wait(record["job_id"])
-            return
+            return None
         event = self._finished.setdefault(job_id, asyncio.Event())
         while not event.is_set():
             status = await self._listener.fetchval(
                 "SELECT status FROM sys._jobs WHERE job_id = $1", job_id
             )
-            if status is None or status in _FINISHED:
-                return  # unknown ids are reported by sys.wait_for_job itself
+            if status is None:
+                return None
+            if status in _FINISHED:
+                return bool(status == "completed")
             # Another emulator sharing the backend may be the one running it.
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(event.wait(), _POLL_INTERVAL)
+        return self._outcomes.get(job_id)
 
     def _on_notify(self, _connection: Any, _pid: int, _channel: str, job_id: str) -> None:
         self._queue.put_nowait(job_id)
@@ -95,15 +105,16 @@ class JobRunner:
         while True:
             job_id = await self._queue.get()
             try:
-                ran = await self._execute(job_id)
+                succeeded = await self._execute(job_id)
             except Exception:  # a broken job must not stop the runner
                 _log.exception("async job %s could not be run", job_id)
-                ran = False
-            if ran:
+                succeeded = None
+            if succeeded is not None:
+                self._outcomes[job_id] = succeeded
                 self._finished.setdefault(job_id, asyncio.Event()).set()
 
-    async def _execute(self, job_id: str) -> bool:
-        """Run a submitted job; False if another runner on the same backend took it."""
+    async def _execute(self, job_id: str) -> bool | None:
+        """Run a submitted job: whether it completed; None if another runner took it."""
         job = await self._worker.fetchrow(
             "UPDATE sys._jobs SET status = 'processing', update_time = now() "
             "WHERE job_id = $1 AND status = 'submitted' "
@@ -111,7 +122,7 @@ class JobRunner:
             job_id,
         )
         if job is None:
-            return False
+            return None
         try:
             async with self._worker.transaction():
                 await self._worker.execute(
@@ -122,7 +133,7 @@ class JobRunner:
             details = getattr(exc, "message", None) or str(exc)
             await self._set(job_id, "failed", details)
             _log.info("async job %s failed: %s", job_id, details)
-            return True
+            return False
         self._catalog.record([job["table_name"]])
         await self._set(job_id, "completed", None)
         return True

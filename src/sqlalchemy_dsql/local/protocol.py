@@ -17,6 +17,41 @@ SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
 CANCEL_REQUEST = 80877102
 
+
+class Frontend:
+    """Type bytes of the messages a client sends (PostgreSQL protocol 3.0)."""
+
+    BIND = 0x42  # B
+    CLOSE = 0x43  # C
+    DESCRIBE = 0x44  # D
+    EXECUTE = 0x45  # E
+    FUNCTION_CALL = 0x46  # F
+    FLUSH = 0x48  # H
+    PARSE = 0x50  # P
+    QUERY = 0x51  # Q
+    SYNC = 0x53  # S
+    TERMINATE = 0x58  # X
+
+
+class Backend:
+    """Type bytes of the messages a server sends (PostgreSQL protocol 3.0)."""
+
+    PARSE_COMPLETE = 0x31  # 1
+    BIND_COMPLETE = 0x32  # 2
+    CLOSE_COMPLETE = 0x33  # 3
+    COMMAND_COMPLETE = 0x43  # C
+    DATA_ROW = 0x44  # D
+    ERROR_RESPONSE = 0x45  # E
+    EMPTY_QUERY_RESPONSE = 0x49  # I
+    NOTICE_RESPONSE = 0x4E  # N
+    PARAMETER_STATUS = 0x53  # S
+    ROW_DESCRIPTION = 0x54  # T
+    READY_FOR_QUERY = 0x5A  # Z
+    NO_DATA = 0x6E  # n
+    PORTAL_SUSPENDED = 0x73  # s
+    PARAMETER_DESCRIPTION = 0x74  # t
+
+
 _INT32 = struct.Struct("!i")
 _INT16 = struct.Struct("!h")
 _HEADER = struct.Struct("!ci")

@@ -8,9 +8,14 @@ error (aborted transaction block, messages skipped until Sync), and the proxy
 only swaps the backend's error text for DSQL's on the way out. Ordering,
 pipelining and recovery are therefore PostgreSQL's own.
 
-Writes outside an explicit transaction are wrapped by the proxy in a
-transaction of its own, so that a statement that breaks the row limit is rolled
-back instead of committed: the proxy must see the command tag before the commit.
+What DSQL allows in a transaction is decided by :mod:`.transaction`, which
+knows nothing of sockets; this module only relays. Writes outside an explicit
+transaction are wrapped by the proxy in a transaction of its own, so that a
+statement that breaks the row limit is rolled back instead of committed: the
+proxy must see the command tag before the commit. A simple-query ``BEGIN`` is
+followed by an empty ``SELECT`` in the same query string, so that the backend
+takes the transaction's snapshot at ``BEGIN``, as DSQL does, instead of at the
+first statement, as PostgreSQL does.
 
 The relay runs in protocol callbacks, not in tasks, so that a message costs no
 extra trip through the event loop. A handler that must wait for something (a
@@ -23,33 +28,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import itertools
 import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from . import jobs, protocol, rules
 from .catalog import Catalog
+from .limits import Limits
+from .protocol import Backend, Frontend
 from .rules import Kind, Rejection
+from .transaction import ABORTED, CONFLICT, SCHEMA_CONFLICT, Transaction, TransactionState
 
 _MARKER = "DSQL_LOCAL_REJECT_"
-_OC000 = "change conflicts with another transaction, please retry: (OC000)"
-_OC001 = "schema has been updated by another transaction, please retry: (OC001)"
-_ABORTED = Rejection(
-    "25P02", "current transaction is aborted, commands ignored until end of transaction block"
-)
-_DDL_AND_DML = Rejection(
-    "0A000",
-    "ddl and dml are not supported in the same transaction",
-    "commit the data changes, then run the DDL in a transaction of its own",
-)
-_SECOND_DDL = Rejection(
-    "0A000",
-    "only one ddl statement is supported per transaction",
-    "run each DDL statement in its own transaction",
-)
 # Serialization failure, deadlock, and a lock wait DSQL would not have made.
 _CONFLICT_STATES = frozenset({"40001", "40P01", "55P03"})
 # An intercepted reply that goes to the client unchanged.
@@ -58,38 +52,80 @@ _CALL = re.compile(r"^\s*CALL\s+", re.IGNORECASE)
 _AWS_IAM = re.compile(r"^\s*AWS\s+IAM\s+(GRANT|REVOKE)\b", re.IGNORECASE)
 # IAM mappings do not exist here: any configured key may log in as any role.
 _AWS_IAM_BACKEND_TEXT = "DO $$ BEGIN END $$"
-_CATALOG_CHECKED = frozenset({Kind.READ, Kind.WRITE, Kind.WAIT_FOR_JOB})
-# Backend messages relayed without a look: DataRow, RowDescription, ParseComplete,
-# BindComplete, ParameterDescription, NoData.
-_PASS_THROUGH = frozenset(b"DT12tn")
+# Appended to a simple-query BEGIN: a statement that takes the snapshot and returns nothing
+# but a RowDescription and its tag. The newline ends a trailing "--" comment.
+_SNAPSHOT_NOW = "\n;SELECT WHERE false"
+# Backend messages relayed without a look.
+_PASS_THROUGH = frozenset(
+    {
+        Backend.DATA_ROW,
+        Backend.ROW_DESCRIPTION,
+        Backend.PARSE_COMPLETE,
+        Backend.BIND_COMPLETE,
+        Backend.PARAMETER_DESCRIPTION,
+        Backend.NO_DATA,
+    }
+)
 # For each client request kind, the backend messages that complete it.
-_REPLIES: dict[int, bytes] = {
-    0x50: b"1",  # Parse: ParseComplete
-    0x42: b"2",  # Bind: BindComplete
-    0x44: b"Tn",  # Describe: RowDescription or NoData
-    0x45: b"CIs",  # Execute: CommandComplete, EmptyQueryResponse, PortalSuspended
-    0x43: b"3",  # Close: CloseComplete
-    0x53: b"Z",  # Sync
-    0x51: b"Z",  # Query
-    0x46: b"Z",  # FunctionCall
+_REPLIES: dict[int, frozenset[int]] = {
+    Frontend.PARSE: frozenset({Backend.PARSE_COMPLETE}),
+    Frontend.BIND: frozenset({Backend.BIND_COMPLETE}),
+    Frontend.DESCRIBE: frozenset({Backend.ROW_DESCRIPTION, Backend.NO_DATA}),
+    Frontend.EXECUTE: frozenset(
+        {Backend.COMMAND_COMPLETE, Backend.EMPTY_QUERY_RESPONSE, Backend.PORTAL_SUSPENDED}
+    ),
+    Frontend.CLOSE: frozenset({Backend.CLOSE_COMPLETE}),
+    Frontend.SYNC: frozenset({Backend.READY_FOR_QUERY}),
+    Frontend.QUERY: frozenset({Backend.READY_FOR_QUERY}),
+    Frontend.FUNCTION_CALL: frozenset({Backend.READY_FOR_QUERY}),
 }
 _AWAITS_REPLY = frozenset(_REPLIES)
-_SYNC_POINTS = frozenset(b"SQF")
+_SYNC_POINTS = frozenset({Frontend.SYNC, Frontend.QUERY, Frontend.FUNCTION_CALL})
+# The replies to the proxy's own extended-protocol statement (see _internal), without Sync.
+_INTERNAL_REPLIES = bytes(
+    [
+        Backend.PARSE_COMPLETE,
+        Backend.BIND_COMPLETE,
+        Backend.COMMAND_COMPLETE,
+        Backend.CLOSE_COMPLETE,
+        Backend.CLOSE_COMPLETE,
+    ]
+)
 
 Waiter = Awaitable[object]
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """DSQL's quotas: per cluster, per connection and per transaction (seconds, rows)."""
+class Input(enum.Enum):
+    """Whether the session is reading its client."""
 
-    max_connection_age: float = 3600.0
-    max_transaction_age: float = 300.0
-    max_rows_per_transaction: int = 3000
-    max_connections: int = 10_000
-    connections_per_second: float = 100.0
-    connection_burst: int = 1000
-    lock_timeout_ms: int = 50
+    READING = "reading"
+    #: Waiting for something before it handles the next message (which stays unconsumed).
+    PAUSED = "paused"
+
+
+class Batch(enum.Enum):
+    """The extended-protocol messages since the last Sync."""
+
+    RUNNING = "running"
+    #: A statement in it was refused: the backend skips the rest up to the Sync.
+    FAILED = "failed"
+
+
+class Wrap(enum.Enum):
+    """The proxy's own transaction around an autocommit write (see :meth:`Session._begin_wrap`)."""
+
+    NONE = "none"
+    OPEN = "open"
+    #: It will be rolled back when the backend is ready: a statement in it failed.
+    FAILED = "failed"
+
+
+class Reply(enum.Enum):
+    """What the relay does with backend messages."""
+
+    RELAY = "relay"
+    #: A statement broke a limit: its remaining replies are dropped up to ReadyForQuery.
+    DROP_UNTIL_READY = "drop_until_ready"
 
 
 @dataclass(slots=True)
@@ -154,20 +190,6 @@ class SessionHost:
         raise NotImplementedError
 
 
-@dataclass(slots=True)
-class _Transaction:
-    """Request-side view of the transaction the next statement runs in."""
-
-    explicit: bool = False
-    active: bool = False
-    started: float = 0.0
-    catalog_version: int = 0
-    has_ddl: bool = False
-    has_write: bool = False
-    ddl_relations: frozenset[str] = frozenset()
-    relations: frozenset[str] = frozenset()
-
-
 class _Side(asyncio.Protocol):
     """Routes one transport's events to the session."""
 
@@ -219,15 +241,16 @@ class Session:
         # Request side.
         self._incoming = b""
         self._delayed: deque[tuple[float, bytes]] = deque()
-        self._waiting = False
-        self._jobs_waited = False
-        self._tx = _Transaction()
-        self._doomed = False
+        self._input = Input.READING
+        # A message retried after a job wait must not wait again; what the wait found.
+        self._job_waited = False
+        self._job_outcome: bool | None = None
+        self._tx = Transaction(host.limits, host.catalog, host.commit_failures)
         self._statements: dict[str, rules.Verdict] = {}
         self._portals: dict[str, rules.Verdict] = {}
+        self._bind_sizes: dict[str, int] = {}
         self._batch: list[bytes] = []
-        self._batch_failed = False
-        self._preempted = False
+        self._batch_state = Batch.RUNNING
         self._rejections: dict[int, Rejection] = {}
         self._poison_ids = itertools.count(1)
         # Client messages since its last reply (a round trip when answered); their SQL if traced.
@@ -240,14 +263,16 @@ class Session:
         self._expect: deque[int] = deque()
         self._idle = asyncio.Event()
         self._idle.set()
-        # Replies to the proxy's own messages, expected next: dropped, or turned into an error.
+        # Replies to the proxy's own messages, expected next: dropped, relayed (_KEEP),
+        # or turned into an error.
         self._intercept: deque[tuple[int, Rejection | None]] = deque()
+        # A stale transaction's backend must be aborted as soon as nothing is in flight.
         self._abort_when_idle = False
-        self._wrapped = False
-        self._wrap_failed = False
-        self._response_explicit = False
+        self._wrap = Wrap.NONE
+        self._reply = Reply.RELAY
+        # Whether the backend is inside a transaction block, from the tags it sent.
+        self._backend_in_block = False
         self._response_rows = 0
-        self._drop_until_ready = False
 
     # -- lifecycle -------------------------------------------------------
 
@@ -288,7 +313,7 @@ class Session:
             (self._backend.pause_reading if paused else self._backend.resume_reading)()
 
     def _backend_flow(self, paused: bool) -> None:
-        if self._client is not None and not self._waiting:
+        if self._client is not None and self._input is Input.READING:
             (self._client.pause_reading if paused else self._client.resume_reading)()
 
     # -- client to backend -------------------------------------------------
@@ -316,7 +341,7 @@ class Session:
         consumed = 0
         try:
             for kind, start, end in protocol.split(incoming):
-                if self._waiting or self._closed.is_set():
+                if self._input is Input.PAUSED or self._closed.is_set():
                     break
                 waiter = self._on_client_message(kind, incoming[start:end])
                 if waiter is not None:
@@ -334,17 +359,17 @@ class Session:
         self._request_messages.append(kind)
         if self._host.log_round_trip is None:
             return
-        if kind == 0x50:  # Parse
+        if kind == Frontend.PARSE:
             name, offset = protocol.read_cstring(raw, 5)
             sql = protocol.read_cstring(raw, offset)[0]
             self._prepared_sql[name] = sql
             self._request_sql.append(sql)
-        elif kind == 0x42:  # Bind: a statement parsed in an earlier request, or in this one
+        elif kind == Frontend.BIND:  # a statement parsed in an earlier request, or in this one
             offset = protocol.read_cstring(raw, 5)[1]
             sql = self._prepared_sql.get(protocol.read_cstring(raw, offset)[0], "")
             if sql not in self._request_sql:
                 self._request_sql.append(sql)
-        elif kind == 0x51:  # Query
+        elif kind == Frontend.QUERY:
             self._request_sql.append(raw[5:-1].decode())
 
     def _count_round_trip(self) -> None:
@@ -359,7 +384,7 @@ class Session:
 
     def _pause_until(self, waiter: Waiter) -> None:
         """Stop reading the client until ``waiter`` is done, then go on processing its input."""
-        self._waiting = True
+        self._input = Input.PAUSED
         assert self._client is not None
         self._client.pause_reading()
 
@@ -367,7 +392,7 @@ class Session:
             try:
                 await waiter
             finally:
-                self._waiting = False
+                self._input = Input.READING
                 if not self._closed.is_set():
                     assert self._client is not None
                     self._client.resume_reading()
@@ -376,23 +401,27 @@ class Session:
         self._loop.create_task(resume())
 
     def _on_client_message(self, kind: int, raw: bytes) -> Waiter | None:
-        if kind == 0x42:  # Bind
+        if kind == Frontend.BIND:
             return self._on_bind(raw)
-        if kind == 0x45:  # Execute
+        if kind == Frontend.EXECUTE:
             return self._on_execute(raw)
-        if kind == 0x53:  # Sync
+        if kind == Frontend.SYNC:
             self._on_sync(raw)
-        elif kind == 0x50:  # Parse
+        elif kind == Frontend.PARSE:
             return self._on_parse(raw)
-        elif kind == 0x51:  # Query
+        elif kind == Frontend.QUERY:
             return self._on_query(raw)
-        elif kind == 0x48:  # Flush
+        elif kind == Frontend.FLUSH:
             self._batch.append(raw)
             self._flush()
         else:
-            if kind == 0x43:  # Close
+            if kind == Frontend.CLOSE:
                 name = protocol.read_cstring(raw, 6)[0]
-                (self._statements if raw[5:6] == b"S" else self._portals).pop(name, None)
+                if raw[5:6] == b"S":
+                    self._statements.pop(name, None)
+                else:
+                    self._portals.pop(name, None)
+                    self._bind_sizes.pop(name, None)
             self._forward(kind, raw)
         return None
 
@@ -408,8 +437,9 @@ class Session:
         verdict = self._verdict(sql)
         if not isinstance(verdict, rules.Verdict):
             return verdict
+        tx = self._tx
         refused_commit = _is_commit(verdict) and self._commit_refused()
-        wrap = verdict.rejection is None and not self._tx.active and _needs_wrap(verdict)
+        wrap = verdict.rejection is None and not tx.active and _needs_wrap(verdict)
         waiter = self._job_waiter(verdict) or (
             self._idle_waiter() if wrap or refused_commit else None
         )
@@ -418,29 +448,51 @@ class Session:
         self._log(sql, verdict)
         if refused_commit:
             self._count_statements(1)
-            self._intercept.append((0x43, self._refuse_commit()))
-            self._forward(0x51, protocol.message(b"Q", protocol.cstring("ROLLBACK")))
+            self._intercept.append((Backend.COMMAND_COMPLETE, self._refuse_commit()))
+            self._forward(Frontend.QUERY, protocol.message(b"Q", protocol.cstring("ROLLBACK")))
             self._flush()
             return None
         rejection = verdict.rejection
         text = sql
+        snapshot = False
         if rejection is None:
-            saved = replace(self._tx)
+            saved = tx.save()
+            began = not tx.explicit
+            size = len(raw)  # the query's text carries the data of all its statements
             for statement in verdict.statements:
-                rejection = self._admit(statement)
+                rejection = self._admit(statement, size)
+                size = 0
                 if rejection is not None:
-                    self._tx = saved
+                    tx.restore(saved)
                     break
             else:
-                text = _backend_text(verdict, sql)
-            if not self._tx.explicit:
+                text = self._backend_text(verdict, sql)
+                # Only with nothing in flight: the intercepted replies must come next.
+                snapshot = (
+                    began
+                    and tx.explicit
+                    and _is_begin(verdict)
+                    and self._idle.is_set()
+                    and not self._intercept
+                )
+            if not tx.explicit:
                 self._end_transaction(committed=rejection is None)
         self._count_statements(len(verdict.statements))
         if rejection is not None:
             text, wrap = self._poison(rejection), False
         if wrap:
             self._begin_wrap(sync=True)
-        self._forward(0x51, protocol.message(b"Q", protocol.cstring(text)))
+        if snapshot:
+            # BEGIN's tag goes to the client; the snapshot statement's replies do not.
+            text = text.rstrip().rstrip(";") + _SNAPSHOT_NOW
+            self._intercept.extend(
+                [
+                    (Backend.COMMAND_COMPLETE, _KEEP),
+                    (Backend.ROW_DESCRIPTION, None),
+                    (Backend.COMMAND_COMPLETE, None),
+                ]
+            )
+        self._forward(Frontend.QUERY, protocol.message(b"Q", protocol.cstring(text)))
         self._flush()
         if wrap:
             self._pause_until(self._idle.wait())  # nothing else may run inside the wrapper
@@ -458,17 +510,21 @@ class Session:
         self._log(sql, verdict)
         self._statements[name] = verdict
         rejection = verdict.rejection
-        if rejection is None and self._preempted and not _ends_transaction(verdict):
+        if (
+            rejection is None
+            and self._tx.state is TransactionState.CONFLICTED
+            and not _ends_transaction(verdict)
+        ):
             # The backend transaction may be aborted already and would refuse the Parse itself.
-            rejection = self._take_preemption()
+            rejection = self._take_conflict()
         if rejection is not None:
-            self._batch_failed = True
+            self._batch_state = Batch.FAILED
             raw = _parse_message(name, self._poison(rejection), b"\x00\x00")
         else:
-            text = _backend_text(verdict, sql)
+            text = self._backend_text(verdict, sql)
             if text != sql:
                 raw = _parse_message(name, text, raw[offset:])
-        self._forward(0x50, raw)
+        self._forward(Frontend.PARSE, raw)
         return None
 
     def _on_bind(self, raw: bytes) -> Waiter | None:
@@ -480,25 +536,29 @@ class Session:
             if waiter is not None:
                 return waiter
             self._portals[portal] = verdict
-            if self._preempted and not _ends_transaction(verdict):
-                self._batch_failed = True
-                marker = protocol.cstring(self._poison(self._take_preemption()))
+            if _writes(verdict):
+                self._bind_sizes[portal] = len(raw)  # the data a write sends, for the size limit
+            if self._tx.state is TransactionState.CONFLICTED and not _ends_transaction(verdict):
+                self._batch_state = Batch.FAILED
+                marker = protocol.cstring(self._poison(self._take_conflict()))
                 raw = protocol.message(b"B", protocol.cstring(portal) + marker + bytes(6))
-        self._forward(0x42, raw)
+        self._forward(Frontend.BIND, raw)
         return None
 
     def _on_execute(self, raw: bytes) -> Waiter | None:
-        verdict = self._portals.get(protocol.read_cstring(raw, 5)[0])
-        if verdict is None or self._batch_failed or not verdict.statements:
+        portal_name = protocol.read_cstring(raw, 5)[0]
+        verdict = self._portals.get(portal_name)
+        if verdict is None or self._batch_state is Batch.FAILED or not verdict.statements:
             self._count_statements(1)
-            self._forward(0x45, raw)
+            self._forward(Frontend.EXECUTE, raw)
             return None
         statement = verdict.statements[0]
-        wrap = statement.kind is Kind.WRITE and not self._tx.active and not self._wrapped
+        tx = self._tx
+        wrap = statement.kind is Kind.WRITE and not tx.active and self._wrap is Wrap.NONE
         refused_commit = statement.kind is Kind.COMMIT and self._commit_refused()
         if (wrap or refused_commit) and not self._idle.is_set():
             # The proxy's own replies must be the next thing the backend answers.
-            self._forward(0x48, protocol.message(b"H"))
+            self._forward(Frontend.FLUSH, protocol.message(b"H"))
             self._flush()
             return self._idle.wait()
         self._count_statements(1)
@@ -506,44 +566,50 @@ class Session:
             outcome = self._refuse_commit()
             self._flush()
             self._intercept.extend(
-                [(0x31, None), (0x32, None), (0x43, outcome), (0x33, None), (0x33, None)]
+                [
+                    (Backend.PARSE_COMPLETE, None),
+                    (Backend.BIND_COMPLETE, None),
+                    (Backend.COMMAND_COMPLETE, outcome),
+                    (Backend.CLOSE_COMPLETE, None),
+                    (Backend.CLOSE_COMPLETE, None),
+                ]
             )
-            self._forward(0x45, _internal("ROLLBACK", sync=False))
+            self._forward(Frontend.EXECUTE, _internal("ROLLBACK", sync=False))
             return None
-        rejection = self._admit(statement)
+        size = self._bind_sizes.pop(portal_name, 0) if statement.kind is Kind.WRITE else 0
+        rejection = self._admit(statement, size)
         if rejection is not None:
-            self._batch_failed = True
+            self._batch_state = Batch.FAILED
             portal = protocol.cstring(self._poison(rejection))
             raw = protocol.message(b"E", portal + protocol.pack_int32(0))
         elif wrap:
             self._begin_wrap(sync=False)
-        self._forward(0x45, raw)
+        self._forward(Frontend.EXECUTE, raw)
         return None
 
     def _on_sync(self, raw: bytes) -> None:
-        if self._tx.active and not self._tx.explicit:
-            self._end_transaction(committed=not self._batch_failed)
-        self._batch_failed = False
-        self._forward(0x53, raw)
+        if self._tx.state is TransactionState.IMPLICIT:
+            self._end_transaction(committed=self._batch_state is Batch.RUNNING)
+        self._batch_state = Batch.RUNNING
+        self._forward(Frontend.SYNC, raw)
         self._flush()
-        if self._wrapped:
+        if self._wrap is not Wrap.NONE:
             self._pause_until(self._idle.wait())  # nothing else may run inside the wrapper
 
     def _begin_wrap(self, *, sync: bool) -> None:
         """Open the proxy's own transaction around autocommit writes (nothing is in flight)."""
         self._flush()
-        self._wrapped = True
-        self._wrap_failed = False
-        self._expect_internal(b"12C33Z" if sync else b"12C33")
+        self._wrap = Wrap.OPEN
+        if sync:
+            self._expect_internal(_INTERNAL_REPLIES + bytes([Backend.READY_FOR_QUERY]))
+        else:
+            self._expect_internal(_INTERNAL_REPLIES)
         assert self._backend is not None
         self._backend.write(_internal("BEGIN", sync=sync))
 
-    def _expect_internal(self, kinds: bytes, *, failing: Rejection | None = None) -> None:
-        """Replies to come for the proxy's own messages: dropped, but a failing
-        command's CommandComplete becomes ``failing``'s error."""
-        self._intercept.extend(
-            (kind, failing if kind == 0x43 and failing is not None else None) for kind in kinds
-        )
+    def _expect_internal(self, kinds: bytes) -> None:
+        """Replies to come for the proxy's own messages: dropped."""
+        self._intercept.extend((kind, None) for kind in kinds)
 
     def _flush(self) -> None:
         if self._batch and self._backend is not None:
@@ -568,8 +634,8 @@ class Session:
         The proxy waits before the statement reaches the backend, so that the
         statement's snapshot already shows the job's outcome.
         """
-        if self._jobs_waited:
-            self._jobs_waited = False
+        if self._job_waited:
+            self._job_waited = False
             return None
         for statement in verdict.statements:
             if statement.kind is Kind.WAIT_FOR_JOB:
@@ -580,8 +646,28 @@ class Session:
         return None if self._idle.is_set() else self._idle.wait()
 
     async def _wait_for_job(self, job_id: str | None) -> None:
-        await self._host.jobs.wait(job_id)
-        self._jobs_waited = True
+        self._job_outcome = await self._host.jobs.wait(job_id)
+        self._job_waited = True
+
+    def _backend_text(self, verdict: rules.Verdict, sql: str) -> str:
+        """The text the backend runs for statements it cannot run as written."""
+        outcome, self._job_outcome = self._job_outcome, None
+        if len(verdict.statements) != 1:
+            return sql
+        statement = verdict.statements[0]
+        if statement.async_job is not None:
+            job = statement.async_job
+            return jobs.submit_sql(job.job_type, job.object_name, job.table, job.backend_sql)
+        if statement.kind is Kind.WAIT_FOR_JOB:
+            if outcome is not None and _CALL.match(sql):
+                # The job manager's answer, not the backend's: a transaction whose snapshot
+                # predates the job's end would still see it running.
+                return f"SELECT {str(outcome).lower()} AS succeeded"
+            # The backend helper is a function, so DSQL's CALL form becomes a SELECT.
+            return _CALL.sub("SELECT ", sql, count=1)
+        if statement.kind is Kind.DDL and _AWS_IAM.match(sql):
+            return _AWS_IAM_BACKEND_TEXT
+        return sql
 
     def _log(self, sql: str, verdict: rules.Verdict) -> None:
         if verdict.rejection is not None:
@@ -589,65 +675,28 @@ class Session:
         if self._host.log_statement is not None:
             self._host.log_statement(LoggedStatement(self.id, self.user, sql, verdict.rejection))
 
-    def _admit(self, statement: rules.Statement) -> Rejection | None:
-        """Check a statement against the transaction it would run in, and record it."""
+    def _admit(self, statement: rules.Statement, size: int) -> Rejection | None:
+        """Check a statement against its transaction (``size``: the bytes that carried it)."""
         tx = self._tx
-        kind = statement.kind
-        if kind is Kind.ROLLBACK:
-            self._doomed = self._preempted = self._abort_when_idle = False
-            self._end_transaction(committed=False)
-            return None
-        if self._preempted:
-            return self._take_preemption()
-        if self._doomed:
-            self._doomed = False
-            return self._reject(_ABORTED)
-        limit = self._host.limits.max_transaction_age
-        if tx.active and time.monotonic() - tx.started > limit:
-            return self._reject(Rejection("54000", f"transaction age limit of {limit:g}s exceeded"))
-        if kind is Kind.BEGIN:
-            if not tx.explicit:
-                self._begin_transaction(explicit=True)
-            return None
-        if kind is Kind.COMMIT:
-            self._end_transaction(committed=True)
-            return None
-        if kind in (Kind.EMPTY, Kind.SESSION) or (kind is Kind.READ and not tx.active):
-            return None  # an autocommit read cannot break a transaction rule
-        if not tx.active:
-            self._begin_transaction(explicit=False)
-            tx = self._tx
-        if kind in (Kind.DDL, Kind.ASYNC_DDL):
-            if tx.has_write:
-                return self._reject(_DDL_AND_DML)
-            if tx.has_ddl:
-                return self._reject(_SECOND_DDL)
-            tx.has_ddl = True
-            tx.ddl_relations = statement.relations
-            if kind is Kind.DDL:  # an async build changes the catalog only when it completes
+        began = not tx.active
+        rejection = tx.admit(statement, time.monotonic())
+        if rejection is None and statement.kind is Kind.WRITE:
+            tx.add_bytes(size)
+            if not tx.explicit:  # an explicit transaction's size is judged at COMMIT
+                rejection = tx.size_refusal()
+        if rejection is None:
+            if began and tx.active:
+                self._count_transaction()
+            if statement.kind is Kind.ROLLBACK:
+                self._abort_when_idle = False
+            elif statement.kind is Kind.DDL:
                 self._host.preempt(self, statement.relations)
-        elif kind is Kind.WRITE and tx.has_ddl:
-            return self._reject(_DDL_AND_DML)
-        if kind in _CATALOG_CHECKED and self._host.catalog.changed_since(
-            tx.catalog_version, statement.relations
-        ):
-            return self._conflict()
-        if kind is Kind.WRITE:
-            tx.has_write = True
-        if statement.relations and not statement.relations <= tx.relations:
-            tx.relations = tx.relations | statement.relations
-        return None
+            return None
+        return self._count(rejection)
 
     def _commit_refused(self) -> bool:
         """Whether a COMMIT now would fail (nothing is changed by asking)."""
-        tx = self._tx
-        return (
-            self._preempted
-            or self._doomed
-            or (tx.active and bool(self._host.commit_failures))
-            or (tx.active and time.monotonic() - tx.started > self._host.limits.max_transaction_age)
-            or (tx.explicit and self._host.catalog.changed_since(tx.catalog_version, tx.relations))
-        )
+        return self._tx.commit_refusal(time.monotonic()) is not None
 
     def _refuse_commit(self) -> Rejection:
         """End a transaction that cannot commit; what its COMMIT answers instead.
@@ -656,23 +705,20 @@ class Session:
         any failed COMMIT. A transaction that had already failed answers as
         PostgreSQL does (the ROLLBACK tag, no error); otherwise the error says why.
         """
-        tx = self._tx
-        limit = self._host.limits.max_transaction_age
-        if self._doomed:
-            outcome = _KEEP
-        elif tx.active and self._host.commit_failures:
-            outcome = self._reject(self._host.commit_failures.popleft())
-        elif self._preempted:
-            outcome = self._take_preemption()
-        elif tx.active and time.monotonic() - tx.started > limit:
-            outcome = self._reject(
-                Rejection("54000", f"transaction age limit of {limit:g}s exceeded")
-            )
+        self._abort_when_idle = False
+        refusal = self._tx.refuse_commit(time.monotonic())
+        if refusal is ABORTED:
+            return _KEEP
+        return self._count(refusal)
+
+    def _count(self, rejection: Rejection) -> Rejection:
+        """Count a refusal as a conflict or a rejection; return it."""
+        if rejection is SCHEMA_CONFLICT:
+            self.counters.conflicts += 1
+            self._host.totals.conflicts += 1
         else:
-            outcome = self._conflict()
-        self._doomed = self._preempted = self._abort_when_idle = False
-        self._end_transaction(committed=False)
-        return outcome
+            self._count_rejection()
+        return rejection
 
     def _count_statements(self, number: int) -> None:
         self.counters.statements += number
@@ -682,31 +728,12 @@ class Session:
         self.counters.rejections += 1
         self._host.totals.rejections += 1
 
-    def _reject(self, rejection: Rejection) -> Rejection:
-        self._count_rejection()
-        return rejection
-
-    def _conflict(self) -> Rejection:
-        # The failed statement refreshes the session's catalog, as DSQL's retry would.
-        self._tx.catalog_version = self._host.catalog.version
-        self.counters.conflicts += 1
-        self._host.totals.conflicts += 1
-        return Rejection("40001", _OC001)
-
-    def _begin_transaction(self, *, explicit: bool) -> None:
-        self._tx = _Transaction(
-            explicit=explicit,
-            active=True,
-            started=time.monotonic(),
-            catalog_version=self._host.catalog.version,
-        )
+    def _count_transaction(self) -> None:
         self.counters.transactions += 1
         self._host.totals.transactions += 1
 
     def _end_transaction(self, *, committed: bool) -> None:
-        if committed and self._tx.has_ddl:
-            self._host.catalog.record(self._tx.ddl_relations)
-        self._tx = _Transaction()
+        self._tx.end(committed=committed)
 
     def _poison(self, rejection: Rejection) -> str:
         number = next(self._poison_ids)
@@ -722,8 +749,10 @@ class Session:
         try:
             for kind, start, end in protocol.split(buffer):
                 last = end
-                if kind in _PASS_THROUGH and not (self._intercept or self._drop_until_ready):
-                    if kind != 0x44:
+                if kind in _PASS_THROUGH and not (
+                    self._intercept or self._reply is not Reply.RELAY
+                ):
+                    if kind != Backend.DATA_ROW:
                         self._settle(kind)
                     continue  # relayed untouched, in one piece with its neighbours
                 out += buffer[copied:start]
@@ -752,39 +781,39 @@ class Session:
                     out += protocol.error(
                         rejection.sqlstate, rejection.message, hint=rejection.hint
                     )
-                    self._settle(0x45)
+                    self._settle(Backend.ERROR_RESPONSE)
                     return
-        if kind == 0x5A:  # ReadyForQuery
+        if kind == Backend.READY_FOR_QUERY:
             self._on_ready(raw, out)
             return
-        if not self._drop_until_ready:
-            if kind == 0x45:  # ErrorResponse
+        if self._reply is Reply.RELAY:
+            if kind == Backend.ERROR_RESPONSE:
                 raw = self._translate_error(raw)
-                if self._wrapped:
-                    self._wrap_failed = True
-            elif kind == 0x43:  # CommandComplete
+                if self._wrap is Wrap.OPEN:
+                    self._wrap = Wrap.FAILED
+            elif kind == Backend.COMMAND_COMPLETE:
                 raw = self._on_command_complete(raw)
             out += raw
         self._settle(kind)
 
     def _on_ready(self, raw: bytes, out: bytearray) -> None:
         status = raw[5:6]
-        self._drop_until_ready = False
-        if self._wrapped:
-            self._wrapped = False
-            ending = "ROLLBACK" if self._wrap_failed or status != b"T" else "COMMIT"
-            self._expect_internal(b"12C33")
+        self._reply = Reply.RELAY
+        if self._wrap is not Wrap.NONE:
+            ending = "ROLLBACK" if self._wrap is Wrap.FAILED or status != b"T" else "COMMIT"
+            self._wrap = Wrap.NONE
+            self._expect_internal(_INTERNAL_REPLIES)
             assert self._backend is not None
             self._backend.write(_internal(ending))
             self._response_rows = 0
             return
-        if self._doomed and status == b"T":
+        if self._tx.state is TransactionState.FAILED and status == b"T":
             raw = protocol.ready_for_query(b"E")
         if status == b"I":
-            self._response_explicit = False
+            self._backend_in_block = False
             self._response_rows = 0
         out += raw
-        self._settle(0x5A)
+        self._settle(Backend.READY_FOR_QUERY)
         if self._abort_when_idle and self._idle.is_set() and not self._batch:
             self._abort_backend()
 
@@ -794,7 +823,7 @@ class Session:
         if not expect:
             return
         head = expect[0]
-        if kind == 0x45:  # an error skips the rest of an extended batch, up to its Sync
+        if kind == Backend.ERROR_RESPONSE:  # an error skips the rest of a batch, up to its Sync
             if head not in _SYNC_POINTS:
                 while expect and expect[0] not in _SYNC_POINTS:
                     expect.popleft()
@@ -812,25 +841,23 @@ class Session:
         DSQL never blocks DDL behind open transactions; it fails them with OC001
         instead. PostgreSQL would make the DDL wait for their locks, so the
         proxy aborts the backend transaction (releasing its locks) and answers
-        the client's next statement with the conflict.
+        the client's next statement, or COMMIT, with the conflict.
         """
-        tx = self._tx
-        if not tx.explicit or not _overlap(tx.relations, relations) or self._preempted:
+        if not self._tx.preempt(relations):
             return
-        self._preempted = True
-        if self._idle.is_set() and not self._waiting and not self._batch:
+        if self._idle.is_set() and self._input is Input.READING and not self._batch:
             self._abort_backend()
         else:
             self._abort_when_idle = True
 
-    def _take_preemption(self) -> Rejection:
-        """The conflict to answer with; the refused statement itself aborts the backend."""
-        self._preempted = self._abort_when_idle = False
-        return self._conflict()
+    def _take_conflict(self) -> Rejection:
+        """The schema conflict to answer with; the refused statement itself aborts the backend."""
+        self._abort_when_idle = False
+        return self._count(self._tx.take_conflict())
 
     def _abort_backend(self) -> None:
         self._abort_when_idle = False
-        self._expect_internal(b"EZ")
+        self._expect_internal(bytes([Backend.ERROR_RESPONSE, Backend.READY_FOR_QUERY]))
         assert self._backend is not None
         self._backend.write(protocol.message(b"Q", protocol.cstring(f"{_MARKER}0")))
 
@@ -839,10 +866,10 @@ class Session:
             return raw
         tag = protocol.command_tag(raw[5:])
         if tag == "BEGIN":
-            self._response_explicit = True
+            self._backend_in_block = True
             self._response_rows = 0
         elif tag in ("COMMIT", "ROLLBACK"):
-            self._response_explicit = False
+            self._backend_in_block = False
             self._response_rows = 0
         changed = protocol.rows_modified(tag)
         if not changed:
@@ -851,11 +878,11 @@ class Session:
         if self._response_rows <= self._host.limits.max_rows_per_transaction:
             return raw
         self._count_rejection()
-        self._drop_until_ready = True
-        if self._wrapped:
-            self._wrap_failed = True
-        elif self._response_explicit:
-            self._doomed = True
+        self._reply = Reply.DROP_UNTIL_READY
+        if self._wrap is Wrap.OPEN:
+            self._wrap = Wrap.FAILED
+        elif self._backend_in_block:
+            self._tx.fail()
         return protocol.error("54000", "transaction row limit exceeded")
 
     def _translate_error(self, raw: bytes) -> bytes:
@@ -870,33 +897,20 @@ class Session:
         if error_fields.get("C") in _CONFLICT_STATES:
             self.counters.conflicts += 1
             self._host.totals.conflicts += 1
-            return protocol.error("40001", _OC000)
+            return protocol.error(CONFLICT.sqlstate, CONFLICT.message)
         return raw
-
-
-def _backend_text(verdict: rules.Verdict, sql: str) -> str:
-    """The text the backend runs for statements it cannot run as written."""
-    if len(verdict.statements) != 1:
-        return sql
-    statement = verdict.statements[0]
-    if statement.async_job is not None:
-        job = statement.async_job
-        return jobs.submit_sql(job.job_type, job.object_name, job.table, job.backend_sql)
-    if statement.kind is Kind.WAIT_FOR_JOB:
-        # The backend helper is a function, so DSQL's CALL form becomes a SELECT.
-        return _CALL.sub("SELECT ", sql, count=1)
-    if statement.kind is Kind.DDL and _AWS_IAM.match(sql):
-        return _AWS_IAM_BACKEND_TEXT
-    return sql
-
-
-def _overlap(used: frozenset[str], changed: frozenset[str]) -> bool:
-    unqualified = {name.rsplit(".", 1)[-1] for name in changed}
-    return any(name.rsplit(".", 1)[-1] in unqualified for name in used)
 
 
 def _is_commit(verdict: rules.Verdict) -> bool:
     return len(verdict.statements) == 1 and verdict.statements[0].kind is Kind.COMMIT
+
+
+def _is_begin(verdict: rules.Verdict) -> bool:
+    return len(verdict.statements) == 1 and verdict.statements[0].kind is Kind.BEGIN
+
+
+def _writes(verdict: rules.Verdict) -> bool:
+    return bool(verdict.statements) and verdict.statements[0].kind is Kind.WRITE
 
 
 def _ends_transaction(verdict: rules.Verdict) -> bool:

@@ -1,0 +1,190 @@
+"""Transaction semantics as a live DSQL cluster shows them: snapshots, conflicts, size limits.
+
+Each test names the behaviour it pins; docs/emulator.md's fidelity table gives the source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import psycopg
+import pytest
+
+from sqlalchemy_dsql.local import LocalDSQL
+
+pytestmark = pytest.mark.integration
+
+_MIB = 1024 * 1024
+
+
+@pytest.fixture
+async def pair(dsql: LocalDSQL) -> AsyncIterator[tuple[asyncpg.Connection, asyncpg.Connection]]:
+    first = await asyncpg.connect(**dsql.connect_kwargs())
+    second = await asyncpg.connect(**dsql.connect_kwargs())
+    await first.execute(
+        "CREATE TABLE IF NOT EXISTS fidelity_snap (id bigint PRIMARY KEY, n bigint NOT NULL)"
+    )
+    await first.execute("DELETE FROM fidelity_snap")
+    await first.execute("INSERT INTO fidelity_snap VALUES (1, 0)")
+    yield first, second
+    await first.close()
+    await second.close()
+
+
+# -- snapshots ------------------------------------------------------------------
+
+
+async def test_an_explicit_transaction_reads_the_snapshot_taken_at_begin(
+    pair: tuple[asyncpg.Connection, asyncpg.Connection],
+) -> None:
+    reader, writer = pair
+    await reader.execute("BEGIN")
+    await writer.execute("INSERT INTO fidelity_snap VALUES (2, 0)")  # commits after BEGIN
+    assert await reader.fetchval("SELECT count(*) FROM fidelity_snap") == 1
+    await reader.execute("COMMIT")
+    assert await reader.fetchval("SELECT count(*) FROM fidelity_snap") == 2
+
+
+def test_the_snapshot_at_begin_holds_for_psycopg_too(dsql: LocalDSQL) -> None:
+    with (
+        psycopg.connect(dsql.conninfo()) as reader,
+        psycopg.connect(dsql.conninfo(), autocommit=True) as writer,
+    ):
+        writer.execute(
+            "CREATE TABLE IF NOT EXISTS fidelity_snap_pg (id bigint PRIMARY KEY, n bigint)"
+        )
+        writer.execute("DELETE FROM fidelity_snap_pg")
+        reader.execute("BEGIN")  # psycopg would otherwise begin at the first statement
+        writer.execute("INSERT INTO fidelity_snap_pg VALUES (1, 1)")
+        assert reader.execute("SELECT count(*) FROM fidelity_snap_pg").fetchone() == (0,)
+        reader.rollback()
+        assert reader.execute("SELECT count(*) FROM fidelity_snap_pg").fetchone() == (1,)
+
+
+async def test_begin_is_still_one_round_trip_with_one_reply(dsql: LocalDSQL) -> None:
+    connection = await asyncpg.connect(**dsql.connect_kwargs())
+    try:
+        session_id = connection.get_server_pid()
+        before = dsql.counters()[session_id]["round_trips"]
+        status = await connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ -- a comment")
+        assert status == "BEGIN"  # the snapshot statement's reply is not relayed
+        assert dsql.counters()[session_id]["round_trips"] == before + 1
+        assert await connection.fetchval("SELECT 41 + 1") == 42
+        await connection.execute("COMMIT")
+    finally:
+        await connection.close()
+
+
+# -- conflicts ------------------------------------------------------------------
+
+
+async def test_a_write_after_a_concurrent_commit_since_begin_conflicts(
+    pair: tuple[asyncpg.Connection, asyncpg.Connection],
+) -> None:
+    """With the snapshot at BEGIN, a row changed after BEGIN is a conflict, as on DSQL.
+
+    (With PostgreSQL's own snapshot at the first statement this UPDATE would succeed.)
+    """
+    loser, winner = pair
+    await loser.execute("BEGIN")
+    await winner.execute("UPDATE fidelity_snap SET n = n + 1 WHERE id = 1")
+    with pytest.raises(asyncpg.SerializationError, match=r"\(OC000\)"):
+        await loser.execute("UPDATE fidelity_snap SET n = n + 10 WHERE id = 1")
+    await loser.execute("ROLLBACK")
+    assert await loser.fetchval("SELECT n FROM fidelity_snap WHERE id = 1") == 1
+
+
+async def test_a_writer_waits_for_an_open_writer_at_most_the_lock_timeout(
+    pair: tuple[asyncpg.Connection, asyncpg.Connection], dsql: LocalDSQL
+) -> None:
+    """DSQL never blocks; the emulator bounds PostgreSQL's row-lock wait (documented)."""
+    first, second = pair
+    await first.execute("BEGIN")
+    await first.execute("UPDATE fidelity_snap SET n = n + 1 WHERE id = 1")
+    await second.execute("BEGIN")
+    started = time.monotonic()
+    with pytest.raises(asyncpg.SerializationError, match=r"\(OC000\)"):
+        await second.execute("UPDATE fidelity_snap SET n = n + 1 WHERE id = 1")
+    waited = time.monotonic() - started
+    await second.execute("ROLLBACK")
+    await first.execute("COMMIT")
+    # lock_timeout_ms is 50 by default; the bound is loose because the machine is shared.
+    assert waited < 2.0
+    assert await first.fetchval("SELECT n FROM fidelity_snap WHERE id = 1") == 1
+
+
+async def test_select_for_update_of_a_row_changed_since_begin_conflicts(
+    pair: tuple[asyncpg.Connection, asyncpg.Connection],
+) -> None:
+    reader, writer = pair
+    await reader.execute("BEGIN")
+    await writer.execute("UPDATE fidelity_snap SET n = 5 WHERE id = 1")
+    with pytest.raises(asyncpg.SerializationError, match=r"\(OC000\)"):
+        await reader.fetchval("SELECT n FROM fidelity_snap WHERE id = 1 FOR UPDATE")
+    await reader.execute("ROLLBACK")
+
+
+# -- transaction size -----------------------------------------------------------
+
+
+async def test_more_than_10_mib_written_in_one_transaction_fails_at_commit(
+    dsql: LocalDSQL,
+) -> None:
+    connection = await asyncpg.connect(**dsql.connect_kwargs())
+    try:
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS fidelity_big (id bigint PRIMARY KEY, body text)"
+        )
+        await connection.execute("DELETE FROM fidelity_big")
+        chunk = "x" * (900 * 1024)
+        await connection.execute("BEGIN")
+        for number in range(12):  # about 10.5 MiB, each statement well under the limit
+            await connection.execute("INSERT INTO fidelity_big VALUES ($1, $2)", number, chunk)
+        with pytest.raises(asyncpg.ProgramLimitExceededError, match="size limit"):
+            await connection.execute("COMMIT")
+        assert await connection.fetchval("SELECT count(*) FROM fidelity_big") == 0
+        # A transaction under the limit commits.
+        async with connection.transaction():
+            for number in range(3):
+                await connection.execute("INSERT INTO fidelity_big VALUES ($1, $2)", number, chunk)
+        assert await connection.fetchval("SELECT count(*) FROM fidelity_big") == 3
+    finally:
+        await connection.close()
+
+
+async def test_one_autocommit_write_over_10_mib_is_refused(dsql: LocalDSQL) -> None:
+    connection = await asyncpg.connect(**dsql.connect_kwargs())
+    try:
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS fidelity_big_one (id bigint PRIMARY KEY, a text, b text)"
+        )
+        half = "y" * (5 * _MIB + 512)
+        with pytest.raises(asyncpg.ProgramLimitExceededError, match="size limit"):
+            await connection.execute("INSERT INTO fidelity_big_one VALUES (1, $1, $2)", half, half)
+        assert await connection.fetchval("SELECT count(*) FROM fidelity_big_one") == 0
+    finally:
+        await connection.close()
+
+
+async def test_many_sessions_keep_their_own_transaction_state(dsql: LocalDSQL) -> None:
+    """The state machine is per session: interleaved transactions do not leak into each other."""
+    connections = [await asyncpg.connect(**dsql.connect_kwargs()) for _ in range(4)]
+    try:
+        await connections[0].execute(
+            "CREATE TABLE IF NOT EXISTS fidelity_many (id bigint PRIMARY KEY, who bigint)"
+        )
+        await connections[0].execute("DELETE FROM fidelity_many")
+
+        async def work(index: int, connection: asyncpg.Connection) -> None:
+            async with connection.transaction():
+                await connection.execute("INSERT INTO fidelity_many VALUES ($1, $1)", index)
+                await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(work(i, c) for i, c in enumerate(connections)))
+        assert await connections[0].fetchval("SELECT count(*) FROM fidelity_many") == 4
+    finally:
+        for connection in connections:
+            await connection.close()
