@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy_dsql import RetryPolicy
 from sqlalchemy_dsql.local import LocalDSQL
 
-OC000 = "change conflicts with another transaction, please retry: (OC000)"
+OC000 = "change conflicts with another transaction (OC000)"
 POLICY = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.005)
 TABLES = ["vet_specialty", "pet", "owner", "vet", "specialty"]  # children first
 TOMORROW = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()

@@ -20,7 +20,7 @@ from sqlalchemy_dsql.local import LocalDSQL
 
 pytestmark = pytest.mark.integration
 
-OC000 = "change conflicts with another transaction, please retry: (OC000)"
+OC000 = "change conflicts with another transaction (OC000)"
 FAST = RetryPolicy(base_delay=0.001, max_delay=0.01)
 
 metadata = MetaData()

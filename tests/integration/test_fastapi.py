@@ -37,7 +37,7 @@ from sqlalchemy_dsql.schema import create_all, drop_all
 
 pytestmark = pytest.mark.integration
 
-OC000 = "change conflicts with another transaction, please retry: (OC000)"
+OC000 = "change conflicts with another transaction (OC000)"
 POLICY = RetryPolicy(max_attempts=8, base_delay=0.002, max_delay=0.02)
 
 

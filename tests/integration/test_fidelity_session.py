@@ -143,8 +143,11 @@ async def test_more_than_10_mib_written_in_one_transaction_fails_at_commit(
         await connection.execute("BEGIN")
         for number in range(12):  # about 10.5 MiB, each statement well under the limit
             await connection.execute("INSERT INTO fidelity_big VALUES ($1, $2)", number, chunk)
-        with pytest.raises(asyncpg.ProgramLimitExceededError, match="size limit"):
+        with pytest.raises(
+            asyncpg.ProgramLimitExceededError, match="transaction size limit 10mb exceeded"
+        ) as caught:
             await connection.execute("COMMIT")
+        assert caught.value.detail == "Current transaction size 10.5mb > 10mb"
         assert await connection.fetchval("SELECT count(*) FROM fidelity_big") == 0
         # A transaction under the limit commits.
         async with connection.transaction():

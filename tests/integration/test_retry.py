@@ -20,8 +20,8 @@ from sqlalchemy_dsql.retry import RetryEvent, RetryStats
 
 pytestmark = pytest.mark.integration
 
-OC000 = "change conflicts with another transaction, please retry: (OC000)"
-OC001 = "schema has been updated by another transaction, please retry: (OC001)"
+OC000 = "change conflicts with another transaction (OC000)"
+OC001 = "schema has been updated by another transaction (OC001)"
 FAST = RetryPolicy(base_delay=0.001, max_delay=0.01)
 
 

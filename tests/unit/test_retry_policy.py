@@ -32,15 +32,11 @@ def _wrapped(orig: BaseException) -> DBAPIError:
     ("error", "expected"),
     [
         (
-            _DriverError(
-                "change conflicts with another transaction, please retry: (OC000)", "40001"
-            ),
+            _DriverError("change conflicts with another transaction (OC000)", "40001"),
             "OC000",
         ),
         (
-            _DriverError(
-                "schema has been updated by another transaction, please retry: (OC001)", "40001"
-            ),
+            _DriverError("schema has been updated by another transaction (OC001)", "40001"),
             "OC001",
         ),
         (_DriverError("could not serialize access", "40001"), "40001"),

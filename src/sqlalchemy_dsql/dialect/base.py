@@ -82,23 +82,37 @@ _ASYNC_DDL_TEXT = re.compile(
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Per DBAPI connection (``PoolProxiedConnection.info``): has the open transaction written?
 _WROTE = "auroradsql_transaction_wrote"
-# DSQL's limit errors (54000) name the limit but not the way around it.
-_LIMIT_ADVICE = (
+# DSQL's limit errors (54000) and transaction-rule refusals (0A000) name the rule but not
+# the way around it: (SQLSTATE, a phrase of DSQL's message, the advice).
+_SERVER_ADVICE = (
     (
+        "54000",
         "row limit",
         "Aurora DSQL changes at most 3,000 rows per transaction (index entries and cascaded "
         "rows count too): split the work into several transactions; sqlalchemy_dsql.batch "
         "does that for inserts, upserts and deletes",
     ),
     (
+        "54000",
         "size limit",
         "Aurora DSQL writes at most 10 MiB per transaction: split the work into several "
         "transactions (sqlalchemy_dsql.batch does, with max_batch_bytes)",
     ),
     (
+        "54000",
         "age limit",
         "an Aurora DSQL transaction may last at most 5 minutes: split the work into shorter "
         "transactions, and do slow work outside them",
+    ),
+    (
+        "0A000",
+        "ddl and dml are not supported in the same transaction",
+        "commit the data changes, then run the DDL in a transaction of its own",
+    ),
+    (
+        "0A000",
+        "multiple ddl statements not supported in a transaction",
+        "run each DDL statement in its own transaction",
     ),
 )
 _SAVEPOINT_MESSAGE = (
@@ -365,7 +379,7 @@ def _default(context: ExecutionContext | None) -> DefaultExecutionContext | None
 
 
 def _add_server_advice(context: ExceptionContext) -> None:
-    """Put the server's DETAIL and HINT, or advice for DSQL's limits, into the error's message.
+    """Put the server's DETAIL and HINT, or advice for DSQL's rules, into the error's message.
 
     The message is changed in place, so the exception keeps its class and
     ``orig``; text already in the message (libpq drivers include DETAIL and
@@ -388,9 +402,13 @@ def _add_server_advice(context: ExceptionContext) -> None:
             added.append(f"{label}:  {value.strip()}")
     sqlstate = getattr(driver, "sqlstate", None) or getattr(driver, "pgcode", None)
     hinted = "HINT:" in message or any(line.startswith("HINT:") for line in added)
-    if sqlstate == "54000" and not hinted:
+    if not hinted:
         lowered = message.lower()
-        added.extend(f"HINT:  {advice}" for marker, advice in _LIMIT_ADVICE if marker in lowered)
+        added.extend(
+            f"HINT:  {advice}"
+            for state, marker, advice in _SERVER_ADVICE
+            if state == sqlstate and marker in lowered
+        )
     if added:
         error.args = (message.rstrip() + "\n" + "\n".join(added), *error.args[1:])
 

@@ -146,9 +146,16 @@ def parse_error_fields(body: bytes | memoryview) -> dict[str, str]:
     return fields
 
 
-def error(sqlstate: str, text: str, *, hint: str | None = None, fatal: bool = False) -> bytes:
+def error(
+    sqlstate: str,
+    text: str,
+    *,
+    hint: str | None = None,
+    detail: str | None = None,
+    fatal: bool = False,
+) -> bytes:
     severity = "FATAL" if fatal else "ERROR"
-    return ServerError(severity, sqlstate, text, hint=hint).encode()
+    return ServerError(severity, sqlstate, text, detail=detail, hint=hint).encode()
 
 
 def ready_for_query(status: bytes) -> bytes:

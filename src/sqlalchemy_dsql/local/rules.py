@@ -67,6 +67,7 @@ class Rejection:
     sqlstate: str
     message: str
     hint: str | None = None
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

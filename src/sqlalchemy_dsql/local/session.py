@@ -778,9 +778,7 @@ class Session:
                 if rejection is None:
                     return
                 if rejection is not _KEEP:
-                    out += protocol.error(
-                        rejection.sqlstate, rejection.message, hint=rejection.hint
-                    )
+                    out += _encode(rejection)
                     self._settle(Backend.ERROR_RESPONSE)
                     return
         if kind == Backend.READY_FOR_QUERY:
@@ -893,12 +891,19 @@ class Session:
             number = int("".join(itertools.takewhile(str.isdigit, digits)) or 0)
             rejection = self._rejections.pop(number, None)
             if rejection is not None:
-                return protocol.error(rejection.sqlstate, rejection.message, hint=rejection.hint)
+                return _encode(rejection)
         if error_fields.get("C") in _CONFLICT_STATES:
             self.counters.conflicts += 1
             self._host.totals.conflicts += 1
-            return protocol.error(CONFLICT.sqlstate, CONFLICT.message)
+            return _encode(CONFLICT)
         return raw
+
+
+def _encode(rejection: Rejection) -> bytes:
+    """The ErrorResponse that carries ``rejection``."""
+    return protocol.error(
+        rejection.sqlstate, rejection.message, hint=rejection.hint, detail=rejection.detail
+    )
 
 
 def _is_commit(verdict: rules.Verdict) -> bool:

@@ -38,23 +38,14 @@ __all__ = [
     "TransactionState",
 ]
 
-CONFLICT = Rejection("40001", "change conflicts with another transaction, please retry: (OC000)")
-SCHEMA_CONFLICT = Rejection(
-    "40001", "schema has been updated by another transaction, please retry: (OC001)"
-)
+CONFLICT = Rejection("40001", "change conflicts with another transaction (OC000)")
+SCHEMA_CONFLICT = Rejection("40001", "schema has been updated by another transaction (OC001)")
 ABORTED = Rejection(
     "25P02", "current transaction is aborted, commands ignored until end of transaction block"
 )
-DDL_AND_DML = Rejection(
-    "0A000",
-    "ddl and dml are not supported in the same transaction",
-    "commit the data changes, then run the DDL in a transaction of its own",
-)
-SECOND_DDL = Rejection(
-    "0A000",
-    "multiple ddl statements not supported in a transaction",
-    "run each DDL statement in its own transaction",
-)
+# DSQL's own words, without a hint: DSQL gives none (the dialect adds advice of its own).
+DDL_AND_DML = Rejection("0A000", "ddl and dml are not supported in the same transaction")
+SECOND_DDL = Rejection("0A000", "multiple ddl statements not supported in a transaction")
 # Statements that read the catalog version they plan with.
 _CATALOG_CHECKED = frozenset({Kind.READ, Kind.WRITE, Kind.WAIT_FOR_JOB})
 
@@ -281,22 +272,33 @@ class Transaction:
 
     def _age_refusal(self, now: float) -> Rejection | None:
         limit = self._limits.max_transaction_age
-        if self.active and now - self._facts.started > limit:
-            return Rejection("54000", f"transaction age limit of {limit:g}s exceeded")
+        age = now - self._facts.started
+        if self.active and age > limit:
+            return Rejection(
+                "54000",
+                f"transaction age limit of {limit:g}s exceeded",
+                detail=f"Current transaction age {age:.0f}s exceeds {limit:g}s",
+            )
         return None
 
     def _size_refusal(self) -> Rejection:
-        limit = self._limits.max_transaction_bytes
+        limit = _megabytes(self._limits.max_transaction_bytes)
+        size = _megabytes(self._facts.bytes_written)
         return Rejection(
             "54000",
             f"transaction size limit {limit} exceeded",
-            "write the data in smaller transactions",
+            detail=f"Current transaction size {size} > {limit}",
         )
 
     def _conflict(self) -> Rejection:
         # The failed statement refreshes the session's catalog, as DSQL's retry would.
         self._facts.catalog_version = self._catalog.version
         return SCHEMA_CONFLICT
+
+
+def _megabytes(size: int) -> str:
+    """A size as DSQL writes it in its limit errors (``10mb``)."""
+    return f"{size / (1024 * 1024):.3g}mb"
 
 
 def _overlap(used: frozenset[str], changed: frozenset[str]) -> bool:
