@@ -158,18 +158,41 @@ async def test_more_than_10_mib_written_in_one_transaction_fails_at_commit(
         await connection.close()
 
 
-async def test_one_autocommit_write_over_10_mib_is_refused(dsql: LocalDSQL) -> None:
+async def test_an_autocommit_batch_over_10_mib_is_refused(dsql: LocalDSQL) -> None:
+    """asyncpg's executemany is one implicit transaction up to its Sync: the limit applies."""
     connection = await asyncpg.connect(**dsql.connect_kwargs())
     try:
         await connection.execute(
-            "CREATE TABLE IF NOT EXISTS fidelity_big_one (id bigint PRIMARY KEY, a text, b text)"
+            "CREATE TABLE IF NOT EXISTS fidelity_big_batch (id bigint PRIMARY KEY, body text)"
         )
-        half = "y" * (5 * _MIB + 512)
-        with pytest.raises(asyncpg.ProgramLimitExceededError, match="size limit"):
-            await connection.execute("INSERT INTO fidelity_big_one VALUES (1, $1, $2)", half, half)
-        assert await connection.fetchval("SELECT count(*) FROM fidelity_big_one") == 0
+        await connection.execute("DELETE FROM fidelity_big_batch")
+        chunk = "y" * (900 * 1024)
+        with pytest.raises(
+            asyncpg.ProgramLimitExceededError, match="transaction size limit 10mb exceeded"
+        ):
+            await connection.executemany(
+                "INSERT INTO fidelity_big_batch VALUES ($1, $2)",
+                [(number, chunk) for number in range(12)],
+            )
+        assert await connection.fetchval("SELECT count(*) FROM fidelity_big_batch") == 0
     finally:
         await connection.close()
+
+
+async def test_a_protocol_message_over_10_mib_closes_the_connection(dsql: LocalDSQL) -> None:
+    """DSQL drops the connection without an error (the client sees the socket close)."""
+    connection = await asyncpg.connect(**dsql.connect_kwargs())
+    try:
+        with pytest.raises((asyncpg.ConnectionDoesNotExistError, ConnectionError)):
+            await connection.execute("SELECT $1::text", "z" * (10 * _MIB + 1))
+        assert connection.is_closed()
+    finally:
+        await connection.close()
+    survivor = await asyncpg.connect(**dsql.connect_kwargs())
+    try:  # a message just under the limit is fine
+        assert await survivor.fetchval("SELECT length($1::text)", "z" * (9 * _MIB)) == 9 * _MIB
+    finally:
+        await survivor.close()
 
 
 async def test_many_sessions_keep_their_own_transaction_state(dsql: LocalDSQL) -> None:

@@ -21,3 +21,4 @@ class Limits:
     connection_burst: int = 1000
     lock_timeout_ms: int = 50
     max_transaction_bytes: int = 10 * 1024 * 1024
+    max_message_bytes: int = 10 * 1024 * 1024

@@ -76,17 +76,21 @@ def read_cstring(data: bytes, offset: int) -> tuple[str, int]:
     return data[offset:end].decode(), end + 1
 
 
-def split(buffer: bytes | bytearray) -> Iterator[tuple[int, int, int]]:
+def split(
+    buffer: bytes | bytearray, max_length: int = 0x7FFFFFFF
+) -> Iterator[tuple[int, int, int]]:
     """Yield ``(type, start, end)`` for every complete message at the front of ``buffer``.
 
     ``start`` is the offset of the type byte, ``end`` one past the message. The
-    caller removes consumed bytes once it is done with the batch.
+    caller removes consumed bytes once it is done with the batch. A message
+    announcing more than ``max_length`` bytes is a :class:`ProtocolError` as soon
+    as its header arrives.
     """
     offset = 0
     size = len(buffer)
     while size - offset >= 5:
         length = _INT32.unpack_from(buffer, offset + 1)[0]
-        if length < 4:
+        if length < 4 or length > max_length:
             raise ProtocolError(f"invalid message length {length}")
         end = offset + 1 + length
         if end > size:

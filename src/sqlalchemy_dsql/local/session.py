@@ -340,7 +340,8 @@ class Session:
         incoming = self._incoming
         consumed = 0
         try:
-            for kind, start, end in protocol.split(incoming):
+            # DSQL closes a connection that sends a message over its limit, without an error.
+            for kind, start, end in protocol.split(incoming, self._host.limits.max_message_bytes):
                 if self._input is Input.PAUSED or self._closed.is_set():
                     break
                 waiter = self._on_client_message(kind, incoming[start:end])
