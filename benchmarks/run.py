@@ -45,6 +45,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "--rounds 1 --skip-sweep --tasks 10 --increments 3 --rows 5000 --batch-sizes 250",
     ),
     "proxy_latency": ("", "--rounds 2000 --batches 2"),
+    "conflicts": ("--rounds 20", "--rounds 2"),
 }
 
 
