@@ -24,8 +24,9 @@ from botocore.credentials import Credentials
 from . import backend, protocol, rules
 from .catalog import Catalog
 from .jobs import JobRunner
+from .limits import Limits
 from .rules import Rejection
-from .session import Counters, Limits, LoggedStatement, RoundTrip, Session, SessionHost
+from .session import Counters, LoggedStatement, RoundTrip, Session, SessionHost
 from .tokens import TokenRejected, TokenVerifier
 
 _log = logging.getLogger("sqlalchemy_dsql.local")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, fields, replace
 
 from . import jobs, protocol, rules
 from .catalog import Catalog
+from .limits import Limits
 from .rules import Kind, Rejection
 
 _MARKER = "DSQL_LOCAL_REJECT_"
@@ -77,19 +78,6 @@ _AWAITS_REPLY = frozenset(_REPLIES)
 _SYNC_POINTS = frozenset(b"SQF")
 
 Waiter = Awaitable[object]
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """DSQL's quotas: per cluster, per connection and per transaction (seconds, rows)."""
-
-    max_connection_age: float = 3600.0
-    max_transaction_age: float = 300.0
-    max_rows_per_transaction: int = 3000
-    max_connections: int = 10_000
-    connections_per_second: float = 100.0
-    connection_burst: int = 1000
-    lock_timeout_ms: int = 50
 
 
 @dataclass(slots=True)
