@@ -58,6 +58,7 @@ __all__ = [
 
 DEFAULT_CLUSTER_ID = "localdsql0000000000000000a"
 DEFAULT_REGION = "us-east-1"
+_LIMITS = Limits()
 
 
 class LocalDSQL:
@@ -88,33 +89,34 @@ class LocalDSQL:
         connect_only_credentials: Sequence[Credentials] = (),
         clock_offset: float = 0.0,
         authenticate: bool = True,
-        max_connection_age: float = 3600.0,
-        max_transaction_age: float = 300.0,
-        max_rows_per_transaction: int = 3000,
-        max_connections: int = 10_000,
-        connections_per_second: float = 100.0,
-        connection_burst: int = 1000,
-        lock_timeout_ms: int = 50,
+        max_connection_age: float = _LIMITS.max_connection_age,
+        max_transaction_age: float = _LIMITS.max_transaction_age,
+        max_rows_per_transaction: int = _LIMITS.max_rows_per_transaction,
+        max_connections: int = _LIMITS.max_connections,
+        connections_per_second: float = _LIMITS.connections_per_second,
+        connection_burst: int = _LIMITS.connection_burst,
+        lock_timeout_ms: int = _LIMITS.lock_timeout_ms,
+        max_transaction_bytes: int = _LIMITS.max_transaction_bytes,
+        max_message_bytes: int = _LIMITS.max_message_bytes,
         latency_ms: float = 0.0,
         second_opinion: bool = True,
         statement_log: bool | Callable[[LoggedStatement], None] = False,
         round_trip_log: bool | Callable[[RoundTrip], None] = False,
     ) -> None:
-        if (
-            max_connection_age < 1
-            or max_transaction_age <= 0
-            or min(max_rows_per_transaction, max_connections, connection_burst) < 1
-            or connections_per_second <= 0
-        ):
-            raise ValueError(
-                "limits must be positive: max_connection_age >= 1 s, max_transaction_age > 0, "
-                "connections_per_second > 0, and max_rows_per_transaction, max_connections "
-                "and connection_burst >= 1"
-            )
-        if latency_ms < 0 or lock_timeout_ms < 0:
-            raise ValueError(
-                f"latency_ms and lock_timeout_ms must be >= 0, got {latency_ms}, {lock_timeout_ms}"
-            )
+        if latency_ms < 0:
+            raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
+        # Validated before anything is started: a bad limit fails here, not mid-test.
+        self._limits = Limits(
+            max_connection_age=max_connection_age,
+            max_transaction_age=max_transaction_age,
+            max_rows_per_transaction=max_rows_per_transaction,
+            max_connections=max_connections,
+            connections_per_second=connections_per_second,
+            connection_burst=connection_burst,
+            lock_timeout_ms=lock_timeout_ms,
+            max_transaction_bytes=max_transaction_bytes,
+            max_message_bytes=max_message_bytes,
+        )
         self.host = "127.0.0.1"
         self.region = region
         self.endpoint = f"{cluster_id}.dsql.{region}.on.aws"
@@ -127,15 +129,6 @@ class LocalDSQL:
         self._requested_port = port
         self._backend = Backend(
             url=backend_url, data_dir=Path(data_dir) if data_dir is not None else None
-        )
-        self._limits = Limits(
-            max_connection_age,
-            max_transaction_age,
-            max_rows_per_transaction,
-            max_connections,
-            connections_per_second,
-            connection_burst,
-            lock_timeout_ms,
         )
         self._latency = latency_ms / 1000.0
         self._authenticate = authenticate

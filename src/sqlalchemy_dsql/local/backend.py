@@ -123,6 +123,8 @@ class BackendAddress:
             "password": self.password,
             "database": self.database,
             "ssl": False,
+            # Not PGTARGETSESSIONATTRS from a client's environment: this server is a primary.
+            "target_session_attrs": "any",
         }
 
 
@@ -161,8 +163,12 @@ class Backend:
             data_dir.mkdir(parents=True, exist_ok=True)
         server = get_server(data_dir, cleanup_mode="stop")
         self._server = server
-        socket_dir = urlsplit(server.get_uri()).query.split("host=", 1)[1]
-        self.address = BackendAddress(host=unquote(socket_dir), port=5432, user="postgres")
+        # Read where it listens rather than assume 5432: the postmaster takes its port from
+        # PGPORT when that is set (dsql-local's own banner exports it for clients).
+        postmaster = server.get_postmaster_info()
+        self.address = BackendAddress(
+            host=str(postmaster.socket_dir), port=int(postmaster.port), user="postgres"
+        )
 
     def stop(self) -> None:
         """Stop an embedded server and remove its temporary data. Blocking, idempotent."""

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
 
 from . import DEFAULT_CLUSTER_ID, DEFAULT_REGION, LocalDSQL, LoggedStatement
+from .limits import Limits
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,18 +41,14 @@ def _parser() -> argparse.ArgumentParser:
         default="iam",
         help="'none' accepts any password: for debugging only, DSQL never does this",
     )
-    parser.add_argument("--max-connection-age", type=float, default=3600.0, metavar="SECONDS")
-    parser.add_argument("--max-transaction-age", type=float, default=300.0, metavar="SECONDS")
-    parser.add_argument("--max-rows-per-transaction", type=int, default=3000, metavar="ROWS")
-    parser.add_argument("--max-connections", type=int, default=10_000)
-    parser.add_argument("--connections-per-second", type=float, default=100.0)
-    parser.add_argument("--connection-burst", type=int, default=1000)
-    parser.add_argument(
-        "--lock-timeout-ms",
-        type=int,
-        default=50,
-        help="a lock wait this long becomes an OC000 conflict (0: wait like PostgreSQL)",
-    )
+    for limit in fields(Limits):
+        parser.add_argument(
+            "--" + limit.name.replace("_", "-"),
+            type=type(limit.default),
+            default=limit.default,
+            metavar=limit.metadata["metavar"],
+            help=f"{limit.metadata['help']} (default: %(default)s)",
+        )
     parser.add_argument(
         "--latency-ms", type=float, default=0.0, help="one-way delay per message batch"
     )
@@ -54,29 +56,21 @@ def _parser() -> argparse.ArgumentParser:
         "--no-second-opinion", action="store_true", help="do not consult dsql-lint on DDL"
     )
     parser.add_argument("--log-statements", action="store_true", help="print each statement")
+    parser.add_argument(
+        "--ready-file",
+        metavar="PATH",
+        help="once listening, write endpoint, host, port, region, ca_file and pid here as JSON",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    dsql = LocalDSQL(
-        port=args.port,
-        cluster_id=args.cluster_id,
-        region=args.region,
-        backend_url=args.backend_url,
-        data_dir=args.data_dir,
-        authenticate=args.auth == "iam",
-        max_connection_age=args.max_connection_age,
-        max_transaction_age=args.max_transaction_age,
-        max_rows_per_transaction=args.max_rows_per_transaction,
-        max_connections=args.max_connections,
-        connections_per_second=args.connections_per_second,
-        connection_burst=args.connection_burst,
-        lock_timeout_ms=args.lock_timeout_ms,
-        latency_ms=args.latency_ms,
-        second_opinion=not args.no_second_opinion,
-        statement_log=_print_statement if args.log_statements else False,
-    )
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        dsql = _emulator(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.command == "token":
         print(dsql.token(args.user))
         return 0
@@ -88,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cluster_id != DEFAULT_CLUSTER_ID or args.region != DEFAULT_REGION:
         token_command += f" --cluster-id {args.cluster_id} --region {args.region}"
     try:
+        if args.ready_file is not None:
+            _write_ready_file(Path(args.ready_file), dsql)
         print(
             f"dsql-local is ready\n"
             f"  endpoint  {dsql.endpoint} (dial {dsql.host}:{dsql.port})\n"
@@ -112,6 +108,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         dsql.stop()
     return 0
+
+
+def _emulator(args: argparse.Namespace) -> LocalDSQL:
+    return LocalDSQL(
+        port=args.port,
+        cluster_id=args.cluster_id,
+        region=args.region,
+        backend_url=args.backend_url,
+        data_dir=args.data_dir,
+        authenticate=args.auth == "iam",
+        **{limit.name: getattr(args, limit.name) for limit in fields(Limits)},
+        latency_ms=args.latency_ms,
+        second_opinion=not args.no_second_opinion,
+        statement_log=_print_statement if args.log_statements else False,
+    )
+
+
+def _write_ready_file(path: Path, dsql: LocalDSQL) -> None:
+    """Where the emulator listens, for programs (``process.spawn``); the banner is for people."""
+    ready = {
+        "endpoint": dsql.endpoint,
+        "host": dsql.host,
+        "port": dsql.port,
+        "region": dsql.region,
+        "ca_file": dsql.ca_file,
+        "pid": os.getpid(),
+    }
+    # Written aside and renamed, so that a reader never sees half a file.
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=".dsql-local-ready-", delete=False
+    ) as partial:
+        json.dump(ready, partial)
+    os.replace(partial.name, path)
 
 
 def _print_statement(entry: LoggedStatement) -> None:

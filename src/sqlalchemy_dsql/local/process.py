@@ -14,20 +14,22 @@ the client's event loop and the emulator don't take turns on one GIL::
         )
 
 Keyword arguments are ``dsql-local`` options with dashes written as
-underscores; ``True`` passes a bare flag. The process is stopped when the
-``with`` block ends.
+underscores; ``True`` passes a bare flag. The child tells where it listens
+through ``--ready-file`` (JSON), not through the banner it prints for people.
+The process is stopped when the ``with`` block ends.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
+import json
 import subprocess
 import sys
 import tempfile
-import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 from botocore.credentials import Credentials
@@ -36,10 +38,10 @@ from .tokens import fixed_test_credentials
 
 __all__ = ["SpawnedDSQL", "spawn"]
 
-_BANNER_END = "CA file"
-_DIAL = re.compile(r"endpoint\s+(\S+) \(dial ([\d.]+):(\d+)\)")
-_REGION = re.compile(r"region\s+(\S+)")
-_CA_FILE = re.compile(r"CA file\s+(\S+)")
+# Starting the embedded PostgreSQL takes seconds; a child that is not ready
+# after this long is stuck, and waiting longer would hang the caller's tests.
+_READY_TIMEOUT = 120.0
+_POLL_INTERVAL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,7 @@ class SpawnedDSQL:
     pid: int
 
 
-def _argv(options: dict[str, object]) -> list[str]:
+def _argv(options: dict[str, object], ready_file: Path) -> list[str]:
     argv = [sys.executable, "-m", "sqlalchemy_dsql.local.cli", "--port", "0"]
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
@@ -63,31 +65,23 @@ def _argv(options: dict[str, object]) -> list[str]:
             argv.append(flag)
         elif value is not False and value is not None:
             argv += [flag, str(value)]
-    return argv
-
-
-def _parse(banner: str, pid: int) -> SpawnedDSQL:
-    dial, region, ca_file = _DIAL.search(banner), _REGION.search(banner), _CA_FILE.search(banner)
-    if not (dial and region and ca_file):
-        raise RuntimeError(f"dsql-local printed a banner this helper cannot read:\n{banner}")
-    return SpawnedDSQL(
-        endpoint=dial[1],
-        host=dial[2],
-        port=int(dial[3]),
-        region=region[1],
-        ca_file=ca_file[1],
-        credentials=fixed_test_credentials(),
-        pid=pid,
-    )
+    return [*argv, "--ready-file", str(ready_file)]
 
 
 @contextlib.contextmanager
 def spawn(**options: object) -> Iterator[SpawnedDSQL]:
     """Start ``dsql-local`` on a free port, wait until it is ready, stop it on exit."""
-    with tempfile.TemporaryFile(mode="w+") as errors:
-        process = subprocess.Popen(_argv(options), stdout=subprocess.PIPE, stderr=errors, text=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="dsql-local-spawn-") as directory,
+        tempfile.TemporaryFile(mode="w+") as errors,
+    ):
+        ready_file = Path(directory) / "ready.json"
+        # The banner and statement log are for people; nobody reads them here.
+        process = subprocess.Popen(
+            _argv(options, ready_file), stdout=subprocess.DEVNULL, stderr=errors, text=True
+        )
         try:
-            yield _wait_until_ready(process, errors)
+            yield _wait_until_ready(process, ready_file, errors)
         finally:
             process.terminate()
             try:
@@ -97,19 +91,30 @@ def spawn(**options: object) -> Iterator[SpawnedDSQL]:
                 process.wait()
 
 
-def _wait_until_ready(process: subprocess.Popen[str], errors: IO[str]) -> SpawnedDSQL:
-    assert process.stdout is not None
-    banner = ""
-    while _BANNER_END not in banner:
-        line = process.stdout.readline()
-        if not line:
-            code = process.wait()
+def _wait_until_ready(
+    process: subprocess.Popen[str], ready_file: Path, errors: IO[str]
+) -> SpawnedDSQL:
+    deadline = time.monotonic() + _READY_TIMEOUT
+    while not ready_file.exists():
+        code = process.poll()
+        if code is not None:
             errors.seek(0)
             raise RuntimeError(
-                f"dsql-local exited before it was ready (exit code {code}):\n"
-                f"{banner}{errors.read()}"
+                f"dsql-local exited before it was ready (exit code {code}):\n{errors.read()}"
             )
-        banner += line
-    # The child keeps printing; drain its output so it never blocks on a full pipe.
-    threading.Thread(target=process.stdout.read, daemon=True).start()
-    return _parse(banner, process.pid)
+        if time.monotonic() > deadline:
+            errors.seek(0)
+            raise RuntimeError(
+                f"dsql-local was not ready after {_READY_TIMEOUT:.0f} s:\n{errors.read()}"
+            )
+        time.sleep(_POLL_INTERVAL)
+    ready = json.loads(ready_file.read_text())
+    return SpawnedDSQL(
+        endpoint=ready["endpoint"],
+        host=ready["host"],
+        port=int(ready["port"]),
+        region=ready["region"],
+        ca_file=ready["ca_file"],
+        credentials=fixed_test_credentials(),
+        pid=int(ready["pid"]),
+    )
