@@ -943,7 +943,7 @@ CASES: list[Case] = [
         STATEMENTS,
         lambda ctx: in_transaction(ctx, "SET statement_timeout = 1000"),
         exc.DBAPIError,
-        (r"'statement_timeout' not supported", r"HINT:  only search_path"),
+        (r'"statement_timeout" not supported', r"HINT:  only search_path"),
         ids_present(),
     ),
     Case(
