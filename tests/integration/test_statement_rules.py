@@ -38,7 +38,7 @@ REFUSED = [
     ("SELECT pg_advisory_lock(1)", "0A000", "advisory"),
     ("SELECT pg_advisory_unlock_all()", "0A000", "advisory"),
     ("DECLARE c1 CURSOR FOR SELECT 1", "0A000", "cursor"),
-    ("CREATE TYPE mood AS ENUM ('happy')", "0A000", "type"),
+    ("CREATE TYPE mood AS ENUM ('happy')", "0A000", "createenum"),
     ("CREATE TABLE arr_t (id bigint PRIMARY KEY, tags text[])", "0A000", "text[]"),
     ("CREATE TABLE serial_t (id serial PRIMARY KEY)", "42704", 'type "serial" does not exist'),
     ("CREATE SEQUENCE seq_nocache", "0A000", "cache"),
@@ -63,7 +63,7 @@ REFUSED = [
     ("ALTER TABLE rules_t ADD COLUMN b int DEFAULT 1", "0A000", "default"),
     ("ALTER TABLE rules_t ADD COLUMN c int NOT NULL", "0A000", "not null"),
     ("ALTER TABLE rules_t ALTER COLUMN a SET NOT NULL", "0A000", "not null"),
-    ("CREATE MATERIALIZED VIEW mv AS SELECT 1", "0A000", "materialized"),
+    ("CREATE MATERIALIZED VIEW mv AS SELECT 1", "0A000", "createtableas"),
     ("CREATE TABLE part_t (id bigint) PARTITION BY RANGE (id)", "0A000", "partition"),
     ("CREATE DATABASE other", "0A000", "database"),
 ]

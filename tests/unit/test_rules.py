@@ -164,15 +164,39 @@ REFUSALS = [
     ("SELECT * FROM t FOR UPDATE OF t FOR SHARE OF t", UNSUPPORTED, "FOR SHARE"),
     ("EXPLAIN SELECT * FROM t FOR SHARE", UNSUPPORTED, "FOR SHARE"),
     # tables and objects DSQL does not have
-    ("CREATE TEMP TABLE t (a int)", UNSUPPORTED, "temporary tables"),
-    ("CREATE TEMPORARY TABLE t (a int) ON COMMIT DROP", UNSUPPORTED, "temporary tables"),
-    ("CREATE GLOBAL TEMPORARY TABLE t (a int)", UNSUPPORTED, "temporary tables"),
+    (
+        "CREATE TEMP TABLE t (a int)",
+        UNSUPPORTED,
+        "TEMPORARY or TEMP table not supported for CREATE TABLE",
+    ),
+    (
+        "CREATE TEMPORARY TABLE t (a int) ON COMMIT DROP",
+        UNSUPPORTED,
+        "TEMPORARY or TEMP table not supported for CREATE TABLE",
+    ),
+    (
+        "CREATE GLOBAL TEMPORARY TABLE t (a int)",
+        UNSUPPORTED,
+        "TEMPORARY or TEMP table not supported for CREATE TABLE",
+    ),
     ("CREATE UNLOGGED TABLE t (a int)", UNSUPPORTED, "UNLOGGED tables"),
     ("CREATE TEMP VIEW v AS SELECT 1", UNSUPPORTED, "temporary views"),
     ("CREATE TEMPORARY SEQUENCE s CACHE 1", UNSUPPORTED, "temporary sequences"),
-    ("SELECT 1 AS a INTO TEMP t", UNSUPPORTED, "temporary tables"),
-    ("SELECT * INTO TEMPORARY TABLE t FROM u", UNSUPPORTED, "temporary tables"),
-    ("CREATE TEMP TABLE t AS SELECT 1", UNSUPPORTED, "temporary tables"),
+    (
+        "SELECT 1 AS a INTO TEMP t",
+        UNSUPPORTED,
+        "TEMPORARY or TEMP table not supported for CREATE TABLE",
+    ),
+    (
+        "SELECT * INTO TEMPORARY TABLE t FROM u",
+        UNSUPPORTED,
+        "TEMPORARY or TEMP table not supported for CREATE TABLE",
+    ),
+    (
+        "CREATE TEMP TABLE t AS SELECT 1",
+        UNSUPPORTED,
+        "TEMPORARY or TEMP table not supported for CREATE TABLE",
+    ),
     ("SELECT * INTO t2 FROM t", UNSUPPORTED, "SELECT INTO"),
     ("CREATE TABLE t2 AS SELECT * FROM t", UNSUPPORTED, "CREATE TABLE AS"),
     (
@@ -205,8 +229,12 @@ REFUSALS = [
         UNSUPPORTED,
         "PROCEDURE is not supported",
     ),
-    ("CREATE EXTENSION pgcrypto", UNSUPPORTED, "CREATE EXTENSION"),
-    ("CREATE EXTENSION IF NOT EXISTS vector", UNSUPPORTED, "CREATE EXTENSION"),
+    ("CREATE EXTENSION pgcrypto", UNSUPPORTED, "unsupported statement: CreateExtension"),
+    (
+        "CREATE EXTENSION IF NOT EXISTS vector",
+        UNSUPPORTED,
+        "unsupported statement: CreateExtension",
+    ),
     ("CREATE TABLE m (d date, v int) PARTITION BY RANGE (d)", UNSUPPORTED, "PARTITION BY"),
     (
         "CREATE TABLE m2024 PARTITION OF m FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')",
@@ -214,17 +242,37 @@ REFUSALS = [
         "PARTITION OF",
     ),
     ("CREATE TABLE child (extra int) INHERITS (parent)", UNSUPPORTED, "INHERITS"),
-    ("CREATE MATERIALIZED VIEW mv AS SELECT 1", UNSUPPORTED, "MATERIALIZED VIEW"),
+    (
+        "CREATE MATERIALIZED VIEW mv AS SELECT 1",
+        UNSUPPORTED,
+        "unsupported statement: CreateTableAs",
+    ),
     ("REFRESH MATERIALIZED VIEW mv", UNSUPPORTED, "MATERIALIZED VIEW"),
     ("REFRESH MATERIALIZED VIEW CONCURRENTLY mv", UNSUPPORTED, "MATERIALIZED VIEW"),
-    ("CREATE TYPE mood AS ENUM ('sad', 'happy')", UNSUPPORTED, "CREATE TYPE"),
-    ("CREATE TYPE pair AS (a int, b text)", UNSUPPORTED, "CREATE TYPE"),
-    ("CREATE TYPE span AS RANGE (subtype = int4)", UNSUPPORTED, "CREATE TYPE"),
-    ("CREATE TYPE shell", UNSUPPORTED, "CREATE TYPE"),
-    ("CREATE DATABASE other", UNSUPPORTED, "CREATE DATABASE"),
-    ("DROP DATABASE other", UNSUPPORTED, "DROP DATABASE"),
+    (
+        "CREATE TYPE mood AS ENUM ('sad', 'happy')",
+        UNSUPPORTED,
+        "unsupported statement: CreateEnum",
+    ),
+    (
+        "CREATE TYPE pair AS (a int, b text)",
+        UNSUPPORTED,
+        "unsupported statement: CompositeType",
+    ),
+    (
+        "CREATE TYPE span AS RANGE (subtype = int4)",
+        UNSUPPORTED,
+        "unsupported statement: CreateRange",
+    ),
+    ("CREATE TYPE shell", UNSUPPORTED, "unsupported statement: Define"),
+    ("CREATE DATABASE other", UNSUPPORTED, "unsupported statement: Createdb"),
+    ("DROP DATABASE other", UNSUPPORTED, "unsupported statement: Dropdb"),
     ("CREATE TABLESPACE fast LOCATION '/ssd'", UNSUPPORTED, "CREATE TABLESPACE"),
-    ("CREATE POLICY p ON t USING (owner = current_user)", UNSUPPORTED, "row-level security"),
+    (
+        "CREATE POLICY p ON t USING (owner = current_user)",
+        UNSUPPORTED,
+        "unsupported statement: CreatePolicy",
+    ),
     # CREATE TABLE details
     ("CREATE TABLE t (tags int[])", UNSUPPORTED, "datatype integer[] not supported"),
     ("CREATE TABLE t (tags text ARRAY)", UNSUPPORTED, "datatype text[] not supported"),
@@ -322,9 +370,21 @@ REFUSALS = [
     ("CREATE INDEX ON t (a)", UNSUPPORTED, "please use CREATE INDEX ASYNC"),
     ("CREATE INDEX ASYNC i ON t (a ASC)", UNSUPPORTED, "specifying sort order not supported"),
     ("CREATE INDEX ASYNC i ON t (a, b DESC NULLS LAST)", UNSUPPORTED, "sort order not supported"),
-    ("CREATE INDEX ASYNC i ON t USING btree (a)", UNSUPPORTED, "USING btree"),
-    ("CREATE INDEX ASYNC i ON t USING hash (a)", UNSUPPORTED, "USING hash"),
-    ("CREATE INDEX ASYNC i ON ONLY t USING gin (doc)", UNSUPPORTED, "USING gin"),
+    (
+        "CREATE INDEX ASYNC i ON t USING btree (a)",
+        UNSUPPORTED,
+        "USING not supported for CREATE INDEX",
+    ),
+    (
+        "CREATE INDEX ASYNC i ON t USING hash (a)",
+        UNSUPPORTED,
+        "USING not supported for CREATE INDEX",
+    ),
+    (
+        "CREATE INDEX ASYNC i ON ONLY t USING gin (doc)",
+        UNSUPPORTED,
+        "USING not supported for CREATE INDEX",
+    ),
     ("CREATE INDEX ASYNC CONCURRENTLY i ON t (a)", UNSUPPORTED, "CONCURRENTLY"),
     ("CREATE INDEX CONCURRENTLY ASYNC i ON t (a)", UNSUPPORTED, "CONCURRENTLY"),
     (
@@ -337,26 +397,46 @@ REFUSALS = [
     ("CREATE INDEX ASYNC s.i ON t (a)", UNSUPPORTED, "schema-qualified"),
     ("CREATE UNIQUE INDEX ASYNC IF NOT EXISTS s.i ON s.t (a)", UNSUPPORTED, "schema-qualified"),
     # ALTER TABLE ... ADD COLUMN
-    ("ALTER TABLE t ADD COLUMN b int DEFAULT 0", UNSUPPORTED, "ADD COLUMN with DEFAULT"),
-    ("ALTER TABLE t ADD b text NOT NULL", UNSUPPORTED, "ADD COLUMN with NOT NULL"),
+    (
+        "ALTER TABLE t ADD COLUMN b int DEFAULT 0",
+        UNSUPPORTED,
+        "ALTER TABLE ADD COLUMN with constraint not supported",
+    ),
+    (
+        "ALTER TABLE t ADD b text NOT NULL",
+        UNSUPPORTED,
+        "ALTER TABLE ADD COLUMN with constraint not supported",
+    ),
     (
         "ALTER TABLE t ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY (CACHE 1)",
         UNSUPPORTED,
-        "ADD COLUMN with GENERATED AS IDENTITY",
+        "ALTER TABLE ADD COLUMN with constraint not supported",
     ),
     (
         "ALTER TABLE t ADD COLUMN c int GENERATED ALWAYS AS (a + 1) STORED",
         UNSUPPORTED,
-        "ADD COLUMN with GENERATED ALWAYS AS",
+        "ALTER TABLE ADD COLUMN with constraint not supported",
     ),
     (
         "ALTER TABLE t ADD COLUMN u uuid REFERENCES u (id)",
         UNSUPPORTED,
-        "ADD COLUMN with REFERENCES",
+        "ALTER TABLE ADD COLUMN with constraint not supported",
     ),
-    ("ALTER TABLE t ADD COLUMN code text UNIQUE", UNSUPPORTED, "ADD COLUMN with UNIQUE"),
-    ("ALTER TABLE t ADD COLUMN k int PRIMARY KEY", UNSUPPORTED, "ADD COLUMN with PRIMARY KEY"),
-    ("ALTER TABLE t ADD COLUMN n int CHECK (n > 0)", UNSUPPORTED, "ADD COLUMN with CHECK"),
+    (
+        "ALTER TABLE t ADD COLUMN code text UNIQUE",
+        UNSUPPORTED,
+        "ALTER TABLE ADD COLUMN with constraint not supported",
+    ),
+    (
+        "ALTER TABLE t ADD COLUMN k int PRIMARY KEY",
+        UNSUPPORTED,
+        "ALTER TABLE ADD COLUMN with constraint not supported",
+    ),
+    (
+        "ALTER TABLE t ADD COLUMN n int CHECK (n > 0)",
+        UNSUPPORTED,
+        "ALTER TABLE ADD COLUMN with constraint not supported",
+    ),
     ("ALTER TABLE t ADD COLUMN tags text[]", UNSUPPORTED, "datatype text[] not supported"),
     ("ALTER TABLE t ADD COLUMN tags int ARRAY", UNSUPPORTED, "datatype integer[] not supported"),
     ("ALTER TABLE t ADD COLUMN id serial", "42704", 'type "serial" does not exist'),
@@ -366,29 +446,49 @@ REFUSALS = [
     (
         "ALTER TABLE t ADD CONSTRAINT t_u_fk FOREIGN KEY (u) REFERENCES u (id)",
         UNSUPPORTED,
-        "FOREIGN KEY without NOT VALID",
+        "unsupported ALTER TABLE ADD CONSTRAINT statement",
     ),
-    ("ALTER TABLE t ADD FOREIGN KEY (u) REFERENCES u", UNSUPPORTED, "FOREIGN KEY"),
+    (
+        "ALTER TABLE t ADD FOREIGN KEY (u) REFERENCES u",
+        UNSUPPORTED,
+        "unsupported ALTER TABLE ADD CONSTRAINT statement",
+    ),
     (
         "ALTER TABLE t ADD CONSTRAINT positive CHECK (n > 0)",
         UNSUPPORTED,
-        "CHECK without NOT VALID",
+        "unsupported ALTER TABLE ADD CONSTRAINT statement",
     ),
-    ("ALTER TABLE t ADD CONSTRAINT t_code UNIQUE (code)", UNSUPPORTED, "UNIQUE"),
-    ("ALTER TABLE t ADD PRIMARY KEY (id)", UNSUPPORTED, "PRIMARY KEY"),
+    (
+        "ALTER TABLE t ADD CONSTRAINT t_code UNIQUE (code)",
+        UNSUPPORTED,
+        "unsupported ALTER TABLE ADD CONSTRAINT statement",
+    ),
+    (
+        "ALTER TABLE t ADD PRIMARY KEY (id)",
+        UNSUPPORTED,
+        "unsupported ALTER TABLE ADD CONSTRAINT statement",
+    ),
     (
         "ALTER TABLE t ADD CONSTRAINT t_pk PRIMARY KEY USING INDEX t_id_idx",
         UNSUPPORTED,
-        "PRIMARY KEY",
+        "unsupported ALTER TABLE ADD CONSTRAINT statement",
     ),
     ("ALTER TABLE t ADD EXCLUDE USING gist (p WITH &&)", UNSUPPORTED, "exclusion constraints"),
-    ("ALTER TABLE t VALIDATE CONSTRAINT t_u_fk", UNSUPPORTED, "VALIDATE CONSTRAINT without ASYNC"),
+    (
+        "ALTER TABLE t VALIDATE CONSTRAINT t_u_fk",
+        UNSUPPORTED,
+        "unsupported ALTER TABLE VALIDATE CONSTRAINT statement",
+    ),
     # ALTER TABLE ... ALTER COLUMN and the rest
     ("ALTER TABLE t ALTER COLUMN a TYPE bigint", UNSUPPORTED, "TYPE"),
     ("ALTER TABLE t ALTER a SET DATA TYPE text USING a::text", UNSUPPORTED, "TYPE"),
     ("ALTER TABLE t ALTER COLUMN a SET NOT NULL", UNSUPPORTED, "SET NOT NULL"),
     ("ALTER TABLE t ALTER COLUMN a SET COMPRESSION lz4", UNSUPPORTED, "SET COMPRESSION"),
-    ("ALTER TABLE t ALTER COLUMN a SET STATISTICS 1000", UNSUPPORTED, "SET STATISTICS 1000"),
+    (
+        "ALTER TABLE t ALTER COLUMN a SET STATISTICS 1000",
+        UNSUPPORTED,
+        "unsupported ALTER TABLE ALTER COLUMN ... SET STATISTICS statement",
+    ),
     ("ALTER TABLE t ALTER COLUMN a SET (n_distinct = 10)", UNSUPPORTED, "SET (...)"),
     ("ALTER TABLE t SET TABLESPACE fast", UNSUPPORTED, "SET TABLESPACE"),
     ("ALTER TABLE t CLUSTER ON t_pkey", UNSUPPORTED, "CLUSTER ON"),
@@ -398,11 +498,34 @@ REFUSALS = [
     ("ALTER TABLE t SET (fillfactor = 50)", UNSUPPORTED, "SET (...)"),
     ("ALTER TABLE t ENABLE TRIGGER audit", UNSUPPORTED, "ENABLE TRIGGER"),
     ("ALTER TABLE t DISABLE TRIGGER audit", UNSUPPORTED, "DISABLE TRIGGER"),
-    ("ALTER TABLE t ENABLE ROW LEVEL SECURITY", UNSUPPORTED, "ROW LEVEL SECURITY"),
+    (
+        "ALTER TABLE t ENABLE ROW LEVEL SECURITY",
+        UNSUPPORTED,
+        "unsupported ALTER TABLE ENABLE ROW SECURITY statement",
+    ),
     ("ALTER TABLE t REPLICA IDENTITY FULL", UNSUPPORTED, "REPLICA IDENTITY"),
     ("ALTER TABLE t INHERIT parent", UNSUPPORTED, "INHERIT"),
     ("ALTER TABLE m ATTACH PARTITION m2024 DEFAULT", UNSUPPORTED, "ATTACH PARTITION"),
     ("DROP INDEX CONCURRENTLY i", UNSUPPORTED, "DROP INDEX CONCURRENTLY must be first action"),
+    (
+        "ALTER DOMAIN d ADD CONSTRAINT positive CHECK (VALUE > 0)",
+        UNSUPPORTED,
+        "unsupported ALTER DOMAIN ADD CONSTRAINT statement",
+    ),
+    ("ALTER DOMAIN d SET NOT NULL", UNSUPPORTED, "unsupported ALTER DOMAIN SET NOT NULL statement"),
+    ("CREATE INDEX ASYNC i ON t (a text_pattern_ops)", UNSUPPORTED, "opclass not supported"),
+    (
+        "CREATE TABLE t (a int, b int, c int, d int, e int, f int, g int, h int, i int, "
+        "PRIMARY KEY (a, b, c, d, e, f, g, h, i))",
+        "54011",
+        "more than 8 column keys in an index are not supported",
+    ),
+    (
+        "CREATE TABLE t (a int, b int, c int, d int, e int, f int, g int, h int, i int, "
+        "UNIQUE (a, b, c, d, e, f, g, h, i))",
+        "54011",
+        "more than 8 column keys",
+    ),
     ("DROP INDEX CONCURRENTLY IF EXISTS s.i", UNSUPPORTED, "DROP INDEX CONCURRENTLY"),
     ("ALTER INDEX i SET (fillfactor = 50)", UNSUPPORTED, "ALTER INDEX"),
     ("ALTER MATERIALIZED VIEW mv SET (fillfactor = 50)", UNSUPPORTED, "materialized views"),
@@ -601,8 +724,6 @@ ACCEPTED = [
     ("ALTER TABLE t ALTER COLUMN id RESTART WITH 1000", Kind.DDL),
     ("ALTER TABLE t ALTER COLUMN id SET CACHE 65536", Kind.DDL),
     ("ALTER TABLE t ALTER COLUMN id DROP IDENTITY IF EXISTS", Kind.DDL),
-    ("ALTER TABLE t ALTER COLUMN a SET STATISTICS 100", Kind.DDL),
-    ("ALTER TABLE t ALTER COLUMN a SET STATISTICS -1", Kind.DDL),
     ("ALTER TABLE t ALTER COLUMN a SET STORAGE PLAIN", Kind.DDL),
     ("ALTER TABLE t ENABLE TRIGGER ALL", Kind.DDL),
     ("ALTER TABLE t DISABLE TRIGGER USER", Kind.DDL),
@@ -610,6 +731,8 @@ ACCEPTED = [
     ("ALTER VIEW v SET (security_barrier = true)", Kind.DDL),
     ("ALTER VIEW v RESET (security_barrier)", Kind.DDL),
     ("ALTER INDEX i RENAME TO j", Kind.DDL),
+    ("ALTER DOMAIN d SET DEFAULT 1", Kind.DDL),
+    ("ALTER DOMAIN d DROP NOT NULL", Kind.DDL),
     ("ALTER INDEX IF EXISTS s.i RENAME TO j", Kind.DDL),
     ("ALTER TABLE t ADD CONSTRAINT t_code UNIQUE USING INDEX t_code_idx", Kind.DDL),
     ("ALTER TABLE t ADD UNIQUE USING INDEX t_code_idx", Kind.DDL),
@@ -1036,7 +1159,7 @@ def test_multi_statement_lists_every_statement_and_the_first_refusal() -> None:
 
 def test_multi_statement_refusal_order_follows_the_text() -> None:
     rejection = _refusal("TRUNCATE t; SAVEPOINT a")
-    assert "TRUNCATE" in rejection.message
+    assert rejection.message == "unsupported statement: Truncate"
 
 
 def test_single_async_statement_with_semicolon_is_not_multi() -> None:

@@ -111,6 +111,12 @@ _TOO_MANY_COLUMNS = "54011"
 _MAX_INDEX_KEYS = 8
 _MIN_LARGE_CACHE = 65536
 
+_TOO_MANY_KEYS = Rejection(
+    _TOO_MANY_COLUMNS,
+    f"more than {_MAX_INDEX_KEYS} column keys in an index are not supported",
+    "move some columns to INCLUDE (...)",
+)
+
 _SYNTAX_ERROR_VERDICT = Verdict((Statement(Kind.READ, frozenset()),), None)
 _EMPTY_VERDICT = Verdict((Statement(Kind.EMPTY, frozenset()),), None)
 
@@ -462,6 +468,9 @@ def _declared_size_problem(
 def _persistence_problem(rel: ast.RangeVar | None, things: str) -> Rejection | None:
     persistence = rel.relpersistence if rel is not None else None
     if persistence == "t":
+        if things == "tables":
+            # DSQL's words (a live-cluster report, 2026-09-23).
+            return _refuse("TEMPORARY or TEMP table not supported for CREATE TABLE", "use a table")
         return _refuse(f"temporary {things} are not supported", f"use regular {things}")
     if persistence == "u":
         return _refuse(f"UNLOGGED {things} are not supported", f"use regular {things}")
@@ -578,8 +587,8 @@ def _column_problem(column: ast.ColumnDef, *, adding: bool) -> Rejection | None:
         if not isinstance(constraint, ast.Constraint) or constraint.contype is None:
             continue
         if adding and constraint.contype in _ADDED_COLUMN_CONSTRAINTS:
-            what, hint = _ADDED_COLUMN_CONSTRAINTS[constraint.contype]
-            return _refuse(f"ADD COLUMN with {what} is not supported", hint)
+            _what, hint = _ADDED_COLUMN_CONSTRAINTS[constraint.contype]
+            return _refuse("ALTER TABLE ADD COLUMN with constraint not supported", hint)
         if constraint.contype == enums.ConstrType.CONSTR_IDENTITY:
             problem = _identity_problem(constraint, names)
             if problem is not None:
@@ -848,9 +857,15 @@ def _create_table_problem(stmt: ast.CreateStmt) -> Rejection | None:
     if problem is not None:
         return problem
     if stmt.partbound is not None:
-        return _refuse("PARTITION OF is not supported", "DSQL distributes tables by itself")
+        return _refuse(
+            "PARTITION OF clause not supported for CREATE TABLE",
+            "DSQL distributes tables by itself",
+        )
     if stmt.partspec is not None:
-        return _refuse("PARTITION BY is not supported", "DSQL distributes tables by itself")
+        return _refuse(
+            "PARTITION BY clause not supported for CREATE TABLE",
+            "DSQL distributes tables by itself",
+        )
     if stmt.inhRelations:
         return _refuse("INHERITS is not supported", "declare every column in the table itself")
     if stmt.options:
@@ -862,11 +877,13 @@ def _create_table_problem(stmt: ast.CreateStmt) -> Rejection | None:
             problem = _column_problem(element, adding=False)
             if problem is not None:
                 return problem
-        elif (
-            isinstance(element, ast.Constraint)
-            and element.contype == enums.ConstrType.CONSTR_EXCLUSION
-        ):
-            return _refuse("exclusion constraints are not supported")
+        elif isinstance(element, ast.Constraint):
+            if element.contype == enums.ConstrType.CONSTR_EXCLUSION:
+                return _refuse("exclusion constraints are not supported")
+            if len(element.keys or ()) > _MAX_INDEX_KEYS:
+                # A key is an index on DSQL, with an index's limit (agent-plugins
+                # troubleshooting.md: "Columns per index or primary key").
+                return _TOO_MANY_KEYS
     return None
 
 
@@ -874,7 +891,7 @@ def _create_table_as(stmt: ast.CreateTableAsStmt, ctx: _Context) -> _Result:
     if stmt.objtype == enums.ObjectType.OBJECT_MATVIEW:
         return _Result(
             Kind.DDL,
-            _refuse("CREATE MATERIALIZED VIEW is not supported", "use a regular view"),
+            _refuse("unsupported statement: CreateTableAs", "use a regular view"),
         )
     rel = stmt.into.rel if stmt.into is not None else None
     problem = _persistence_problem(rel, "tables")
@@ -912,7 +929,8 @@ def _create_function(stmt: ast.CreateFunctionStmt, ctx: _Context) -> _Result:
     return _Result(
         Kind.DDL,
         _refuse(
-            f"CREATE FUNCTION with LANGUAGE {name} is not supported", "write it in LANGUAGE sql"
+            f"CREATE FUNCTION with language {name.lower()} not supported",
+            "write it in LANGUAGE sql",
         ),
     )
 
@@ -935,10 +953,38 @@ def _create_type(stmt: ast.Node, ctx: _Context) -> _Result:
     return _Result(
         Kind.DDL,
         _refuse(
-            "CREATE TYPE is not supported",
+            _unsupported_statement(stmt),
             "use a text column with a CHECK constraint instead of an enum",
         ),
     )
+
+
+def _unsupported_statement(stmt: ast.Node) -> str:
+    """DSQL's words for a statement it has no support for at all: PostgreSQL's node name.
+
+    Recorded for CreateEnum, CompositeType, CreatePolicy, CreateExtension, Createdb,
+    CreateTableAs and Truncate (pistachio DSQL.md; agent-plugins troubleshooting.md).
+    """
+    name = type(stmt).__name__
+    return f"unsupported statement: {name.removesuffix('Stmt')}"
+
+
+def _unsupported(kind: Kind, hint: str | None = None) -> Callable[[Any, _Context], _Result]:
+    def handler(stmt: Any, ctx: _Context) -> _Result:
+        return _Result(kind, _refuse(_unsupported_statement(stmt), hint))
+
+    return handler
+
+
+def _alter_domain(stmt: ast.AlterDomainStmt, ctx: _Context) -> _Result:
+    # A live cluster refused both, without a recorded message (pistachio DSQL.md).
+    words = _DOMAIN_REFUSALS.get(stmt.subtype or "")
+    if words is None:
+        return _Result(Kind.DDL)
+    return _Result(Kind.DDL, _refuse(f"unsupported ALTER DOMAIN {words} statement"))
+
+
+_DOMAIN_REFUSALS = {"C": "ADD CONSTRAINT", "O": "SET NOT NULL"}
 
 
 def _rename(stmt: ast.RenameStmt, ctx: _Context) -> _Result:
@@ -990,22 +1036,18 @@ _CONCURRENT_INDEX = _refuse(
 
 def _index_problem(stmt: ast.IndexStmt, ctx: _Context) -> Rejection | None:
     if _writes_using(ctx):
-        return _refuse(
-            f"USING {stmt.accessMethod} is not supported", "leave USING out: indexes are btree"
-        )
+        return _refuse("USING not supported for CREATE INDEX", "leave USING out: indexes are btree")
     keys = [p for p in stmt.indexParams or () if isinstance(p, ast.IndexElem)]
     for key in keys:
+        if key.opclass:
+            return _refuse("opclass not supported for index keys", "leave the operator class out")
         if key.ordering in (enums.SortByDir.SORTBY_ASC, enums.SortByDir.SORTBY_DESC):
             return _refuse(
                 "specifying sort order not supported for index keys",
                 "leave ASC/DESC out; NULLS FIRST/LAST may stay",
             )
     if len(keys) > _MAX_INDEX_KEYS:
-        return _refuse(
-            f"more than {_MAX_INDEX_KEYS} column keys in an index are not supported",
-            "move some columns to INCLUDE (...)",
-            _TOO_MANY_COLUMNS,
-        )
+        return _TOO_MANY_KEYS
     for included in stmt.indexIncludingParams or ():
         if isinstance(included, ast.IndexElem) and included.expr is not None:
             return _refuse("expressions in INCLUDE are not supported", "INCLUDE plain columns only")
@@ -1093,7 +1135,7 @@ _SUBCOMMAND_NAMES: dict[enums.AlterTableType, tuple[str, str | None]] = {
         "NOT NULL columns can only be declared in CREATE TABLE",
     ),
     _AT.AT_AlterColumnType: (
-        "ALTER COLUMN ... TYPE",
+        "ALTER COLUMN ... SET DATA TYPE",
         "add a new column, copy the data over and drop the old column",
     ),
     _AT.AT_SetCompression: ("ALTER COLUMN ... SET COMPRESSION", "DSQL manages compression"),
@@ -1122,10 +1164,10 @@ _SUBCOMMAND_NAMES: dict[enums.AlterTableType, tuple[str, str | None]] = {
     _AT.AT_AddOf: ("OF", None),
     _AT.AT_DropOf: ("NOT OF", None),
     _AT.AT_ReplicaIdentity: ("REPLICA IDENTITY", None),
-    _AT.AT_EnableRowSecurity: ("ENABLE ROW LEVEL SECURITY", None),
-    _AT.AT_DisableRowSecurity: ("DISABLE ROW LEVEL SECURITY", None),
-    _AT.AT_ForceRowSecurity: ("FORCE ROW LEVEL SECURITY", None),
-    _AT.AT_NoForceRowSecurity: ("NO FORCE ROW LEVEL SECURITY", None),
+    _AT.AT_EnableRowSecurity: ("ENABLE ROW SECURITY", None),
+    _AT.AT_DisableRowSecurity: ("DISABLE ROW SECURITY", None),
+    _AT.AT_ForceRowSecurity: ("FORCE ROW SECURITY", None),
+    _AT.AT_NoForceRowSecurity: ("NO FORCE ROW SECURITY", None),
     _AT.AT_AttachPartition: ("ATTACH PARTITION", None),
     _AT.AT_DetachPartition: ("DETACH PARTITION", None),
     _AT.AT_DetachPartitionFinalize: ("DETACH PARTITION ... FINALIZE", None),
@@ -1136,8 +1178,12 @@ _ALTER_OBJECTS = {
     enums.ObjectType.OBJECT_SEQUENCE: "ALTER SEQUENCE",
     enums.ObjectType.OBJECT_FOREIGN_TABLE: "ALTER FOREIGN TABLE",
 }
-_STATISTICS_RANGE = range(-1, 101)
 _VIEW_OPTIONS = frozenset({_AT.AT_SetRelOptions, _AT.AT_ResetRelOptions})
+
+
+# DSQL names every ALTER TABLE form it refuses this way (pistachio DSQL.md; agent-plugins
+# troubleshooting.md, observed 2026-10-01).
+_UNSUPPORTED_ADD_CONSTRAINT = "unsupported ALTER TABLE ADD CONSTRAINT statement"
 
 
 def _added_constraint_problem(constraint: object, table: str) -> Rejection | None:
@@ -1150,8 +1196,8 @@ def _added_constraint_problem(constraint: object, table: str) -> Rejection | Non
         what = "FOREIGN KEY" if kind == enums.ConstrType.CONSTR_FOREIGN else "CHECK"
         name = constraint.conname or "<constraint>"
         return _refuse(
-            f"ADD CONSTRAINT ... {what} without NOT VALID is not supported",
-            "add it with NOT VALID, then " + _VALIDATE_HINT.format(table=table, name=name),
+            _UNSUPPORTED_ADD_CONSTRAINT,
+            f"add the {what} with NOT VALID, then " + _VALIDATE_HINT.format(table=table, name=name),
         )
     if kind == enums.ConstrType.CONSTR_UNIQUE and constraint.indexname:
         # UNIQUE USING INDEX over a valid unique index built with CREATE UNIQUE INDEX
@@ -1161,8 +1207,9 @@ def _added_constraint_problem(constraint: object, table: str) -> Rejection | Non
     if kind in (enums.ConstrType.CONSTR_PRIMARY, enums.ConstrType.CONSTR_UNIQUE):
         what = "PRIMARY KEY" if kind == enums.ConstrType.CONSTR_PRIMARY else "UNIQUE"
         return _refuse(
-            f"ADD CONSTRAINT ... {what} is not supported",
-            "declare it in CREATE TABLE, or use CREATE UNIQUE INDEX ASYNC",
+            _UNSUPPORTED_ADD_CONSTRAINT,
+            f"declare the {what} in CREATE TABLE; for UNIQUE, build CREATE UNIQUE INDEX ASYNC "
+            "and add it with UNIQUE USING INDEX",
         )
     if kind == enums.ConstrType.CONSTR_EXCLUSION:
         return _refuse("exclusion constraints are not supported")
@@ -1190,23 +1237,17 @@ def _subcommand_problem(cmd: ast.AlterTableCmd, verb: str, table: str) -> Reject
     if subtype == _AT.AT_SetIdentity:
         return _cache_problem(cmd.def_ if isinstance(cmd.def_, tuple) else None, None)
     if subtype == _AT.AT_SetStatistics:
-        target = _number(cmd.def_)
-        if target is not None and target in _STATISTICS_RANGE:
-            return None
-        shown = target if target is not None else "DEFAULT"
-        return _refuse(
-            f"SET STATISTICS {shown} is not supported",
-            "use a target from 0 to 100, or -1 for the default",
-        )
+        # Refused at any value (agent-plugins troubleshooting.md, observed 2026-10-01).
+        return _refuse(f"unsupported {verb} ALTER COLUMN ... SET STATISTICS statement")
     if subtype == _AT.AT_ValidateConstraint:
         return _refuse(
-            "VALIDATE CONSTRAINT without ASYNC is not supported",
+            f"unsupported {verb} VALIDATE CONSTRAINT statement",
             _VALIDATE_HINT.format(table=table, name=cmd.name or "<constraint>"),
         )
     words, hint = (
         _SUBCOMMAND_NAMES.get(subtype, (subtype.name, None)) if subtype else ("this form", None)
     )
-    return _refuse(f"{verb} ... {words} is not supported", hint)
+    return _refuse(f"unsupported {verb} {words} statement", hint)
 
 
 def _alter_table(stmt: ast.AlterTableStmt, ctx: _Context) -> _Result:
@@ -1300,10 +1341,8 @@ _HANDLERS: dict[type, Callable[[Any, _Context], _Result]] = {
     ast.CreateEnumStmt: _create_type,
     ast.CompositeTypeStmt: _create_type,
     ast.CreateRangeStmt: _create_type,
-    ast.TruncateStmt: _fixed(
-        Kind.WRITE,
-        "TRUNCATE is not supported",
-        "use DELETE in batches of up to 3,000 rows, or DROP TABLE and CREATE TABLE",
+    ast.TruncateStmt: _unsupported(
+        Kind.WRITE, "use DELETE in batches of up to 3,000 rows, or DROP TABLE and CREATE TABLE"
     ),
     ast.DoStmt: _fixed(Kind.WRITE, "DO is not supported", "DSQL runs LANGUAGE sql only"),
     ast.LockStmt: _fixed(
@@ -1322,19 +1361,20 @@ _HANDLERS: dict[type, Callable[[Any, _Context], _Result]] = {
     ast.ClusterStmt: _fixed(Kind.DDL, "CLUSTER is not supported"),
     ast.LoadStmt: _fixed(Kind.SESSION, "LOAD is not supported"),
     ast.AlterSystemStmt: _fixed(Kind.SESSION, "ALTER SYSTEM is not supported"),
-    ast.CreatedbStmt: _fixed(Kind.DDL, "CREATE DATABASE is not supported", _ONE_DATABASE),
-    ast.DropdbStmt: _fixed(Kind.DDL, "DROP DATABASE is not supported", _ONE_DATABASE),
+    ast.CreatedbStmt: _unsupported(Kind.DDL, _ONE_DATABASE),
+    ast.DropdbStmt: _unsupported(Kind.DDL, _ONE_DATABASE),
     ast.CreateTableSpaceStmt: _fixed(Kind.DDL, "CREATE TABLESPACE is not supported"),
     ast.CreateTrigStmt: _fixed(
-        Kind.DDL, "CREATE TRIGGER is not supported", "move the trigger's logic into the application"
+        Kind.DDL, "CREATE TRIGGER not supported", "move the trigger's logic into the application"
     ),
     ast.CreateEventTrigStmt: _fixed(Kind.DDL, "CREATE EVENT TRIGGER is not supported"),
-    ast.CreateExtensionStmt: _fixed(Kind.DDL, "CREATE EXTENSION is not supported"),
+    ast.CreateExtensionStmt: _unsupported(Kind.DDL),
     ast.RefreshMatViewStmt: _fixed(
         Kind.DDL, "REFRESH MATERIALIZED VIEW is not supported", "use a regular view"
     ),
-    ast.CreatePolicyStmt: _fixed(Kind.DDL, "row-level security policies are not supported"),
-    ast.AlterPolicyStmt: _fixed(Kind.DDL, "row-level security policies are not supported"),
+    ast.CreatePolicyStmt: _unsupported(Kind.DDL),
+    ast.AlterPolicyStmt: _unsupported(Kind.DDL),
+    ast.AlterDomainStmt: _alter_domain,
 }
 
 
