@@ -398,3 +398,75 @@ async def test_read_only_session_characteristics_are_accepted(conn: asyncpg.Conn
     assert await conn.fetchval("SHOW default_transaction_read_only") == "on"
     with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
         await conn.execute("CREATE TABLE fid_read_only (id bigint PRIMARY KEY)")
+
+
+# --------------------------------------------------------------------------
+# Documented quotas (AWS quotas page; agent-plugins troubleshooting.md lists them as
+# documented, not observed). The tables, views or sequences up to the quota are made
+# directly on the backend, where the same event trigger counts them.
+
+
+async def _fill_on_backend(dsql: LocalDSQL, kind: str, prefix: str, up_to: int) -> list[str]:
+    backend = await asyncpg.connect(dsql.backend_url)
+    try:
+        relkind = {"TABLE": "r", "VIEW": "v", "SEQUENCE": "S"}[kind]
+        existing = await backend.fetchval(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            'WHERE c.relkind = $1::text::"char" '
+            "AND n.nspname NOT IN ('sys', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'",
+            relkind,
+        )
+        names = [f"{prefix}_{i}" for i in range(up_to - existing)]
+        body = {
+            "TABLE": "(id bigint)",
+            "VIEW": "AS SELECT 1 AS one",
+            "SEQUENCE": "CACHE 1",
+        }[kind]
+        async with backend.transaction():
+            for name in names:
+                await backend.execute(f"CREATE {kind} {name} {body}")
+        return names
+    finally:
+        await backend.close()
+
+
+async def _drop_on_backend(dsql: LocalDSQL, kind: str, names: list[str]) -> None:
+    backend = await asyncpg.connect(dsql.backend_url)
+    try:
+        for start in range(0, len(names), 500):
+            await backend.execute(f"DROP {kind} IF EXISTS {', '.join(names[start : start + 500])}")
+    finally:
+        await backend.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "quota", "message"),
+    [
+        ("TABLE", 1000, "creating more than 1000 tables not allowed"),
+        ("VIEW", 5000, "creating more than 5000 views not allowed"),
+        ("SEQUENCE", 5000, "creating more than 5000 sequences is not allowed"),
+    ],
+)
+async def test_object_quotas(
+    dsql: LocalDSQL, conn: asyncpg.Connection, kind: str, quota: int, message: str
+) -> None:
+    names = await _fill_on_backend(dsql, kind, f"fid_quota_{kind.lower()}", quota)
+    try:
+        body = {"TABLE": "(id bigint PRIMARY KEY)", "VIEW": "AS SELECT 1", "SEQUENCE": "CACHE 1"}
+        error = await _refusal(conn, f"CREATE {kind} fid_quota_over {body[kind]}")
+        assert (error.sqlstate, error.message) == ("54000", message)
+    finally:
+        await _drop_on_backend(dsql, kind, names)
+
+
+async def test_more_than_5_extended_statistics_per_table(conn: asyncpg.Connection) -> None:
+    await conn.execute("DROP TABLE IF EXISTS fid_stats")
+    await conn.execute("CREATE TABLE fid_stats (id bigint PRIMARY KEY, a int, b int, c int)")
+    pairs = ["a, b", "a, c", "b, c", "id, a", "id, b"]
+    for number, columns in enumerate(pairs):
+        await conn.execute(f"CREATE STATISTICS fid_stats_{number} ON {columns} FROM fid_stats")
+    error = await _refusal(conn, "CREATE STATISTICS fid_stats_over ON id, c FROM fid_stats")
+    assert (error.sqlstate, error.message) == (
+        "54000",
+        "more than 5 extended statistics per table are not allowed",
+    )

@@ -201,6 +201,29 @@ BEGIN
       END IF;
       CONTINUE;
     END IF;
+    IF command.command_tag IN ('CREATE VIEW', 'CREATE SEQUENCE') THEN
+      -- Documented quotas (AWS quotas page), not seen on a cluster.
+      IF (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind = CASE command.command_tag WHEN 'CREATE VIEW' THEN 'v' ELSE 'S' END
+            AND n.nspname NOT IN ('sys', 'information_schema')
+            AND n.nspname NOT LIKE 'pg\_%') > 5000 THEN
+        IF command.command_tag = 'CREATE VIEW' THEN
+          RAISE EXCEPTION 'creating more than 5000 views not allowed' USING ERRCODE = '54000';
+        END IF;
+        RAISE EXCEPTION 'creating more than 5000 sequences is not allowed'
+          USING ERRCODE = '54000';
+      END IF;
+      CONTINUE;
+    END IF;
+    IF command.command_tag = 'CREATE STATISTICS' THEN
+      IF (SELECT count(*) FROM pg_statistic_ext
+          WHERE stxrelid = (SELECT stxrelid FROM pg_statistic_ext WHERE oid = command.objid))
+         > 5 THEN
+        RAISE EXCEPTION 'more than 5 extended statistics per table are not allowed'
+          USING ERRCODE = '54000';
+      END IF;
+      CONTINUE;
+    END IF;
     IF command.command_tag = 'CREATE INDEX' THEN
       SELECT indrelid INTO target FROM pg_index WHERE indexrelid = command.objid;
     ELSIF command.object_type = 'table'
@@ -260,7 +283,8 @@ BEGIN
 END $$;
 DROP EVENT TRIGGER IF EXISTS dsql_local_ddl_limits;
 CREATE EVENT TRIGGER dsql_local_ddl_limits ON ddl_command_end
-  WHEN TAG IN ('CREATE SCHEMA', 'CREATE TABLE', 'ALTER TABLE', 'CREATE INDEX')
+  WHEN TAG IN ('CREATE SCHEMA', 'CREATE TABLE', 'ALTER TABLE', 'CREATE INDEX', 'CREATE VIEW',
+               'CREATE SEQUENCE', 'CREATE STATISTICS')
   EXECUTE FUNCTION sys._ddl_limits();
 DROP EVENT TRIGGER IF EXISTS dsql_local_ddl_drops;
 CREATE EVENT TRIGGER dsql_local_ddl_drops ON sql_drop
