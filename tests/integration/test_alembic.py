@@ -13,7 +13,7 @@ import itertools
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,23 +145,28 @@ def _connector(dsql: LocalDSQL, driver: str, schema: str) -> Callable[..., Any]:
     return on_sync
 
 
-def _in_a_new_schema(dsql: LocalDSQL, tmp_path: Path, driver: str) -> Migrations:
+def _in_a_new_schema(dsql: LocalDSQL, tmp_path: Path, driver: str) -> Iterator[Migrations]:
+    # DSQL allows 10 schemas besides public and sys, so each test drops its own.
     schema = f"migrations_{next(_schemas)}"
-    with sync_engine(dsql).connect() as connection:
+    engine = sync_engine(dsql)
+    with engine.connect() as connection:
         connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    return Migrations(tmp_path, _connector(dsql, driver, schema))
+    yield Migrations(tmp_path, _connector(dsql, driver, schema))
+    with engine.connect() as connection:
+        connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()
 
 
 @pytest.fixture
-def migrations(dsql: LocalDSQL, tmp_path: Path) -> Migrations:
-    return _in_a_new_schema(dsql, tmp_path, "psycopg")
+def migrations(dsql: LocalDSQL, tmp_path: Path) -> Iterator[Migrations]:
+    yield from _in_a_new_schema(dsql, tmp_path, "psycopg")
 
 
 @pytest.fixture(params=DRIVERS)
 def migrations_by_driver(
     request: pytest.FixtureRequest, dsql: LocalDSQL, tmp_path: Path
-) -> Migrations:
-    return _in_a_new_schema(dsql, tmp_path, request.param)
+) -> Iterator[Migrations]:
+    yield from _in_a_new_schema(dsql, tmp_path, request.param)
 
 
 # -- the pet clinic's migrations, with the alembic command ----------------------------------

@@ -27,7 +27,9 @@ DATABASE = "postgres"
 ISOLATION = "repeatable read"
 
 # Created once per backend. ``sys`` mirrors DSQL's job catalogue; the functions
-# are internal helpers the proxy rewrites async DDL and job waits into.
+# are internal helpers the proxy rewrites async DDL and job waits into. The
+# rest makes the backend answer as DSQL does where only the catalog can tell
+# (see _DSQL_SHAPES_SQL).
 _SETUP_SQL = """
 DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'admin') THEN
@@ -51,33 +53,243 @@ CREATE TABLE IF NOT EXISTS sys._jobs (
 );
 -- The submitting session's search_path: the job resolves the table's name as it would have.
 ALTER TABLE sys._jobs ADD COLUMN IF NOT EXISTS search_path text NOT NULL DEFAULT 'public';
+-- The table as the submitting session resolved it, for the per-table index limit.
+ALTER TABLE sys._jobs ADD COLUMN IF NOT EXISTS table_oid oid;
 DROP FUNCTION IF EXISTS sys._submit_job(text, text, text, text);
+DROP FUNCTION IF EXISTS sys._submit_job(text, text, text, text, text);
 CREATE OR REPLACE VIEW sys.jobs AS
   SELECT job_id, status, details, job_type, object_name, start_time, update_time FROM sys._jobs;
 GRANT SELECT ON sys.jobs TO PUBLIC;
 CREATE OR REPLACE FUNCTION sys._submit_job(job_type text, object_name text, table_name text,
-                                           backend_sql text, search_path text)
+                                           backend_sql text, search_path text, table_oid oid)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE new_id text := substr(replace(gen_random_uuid()::text, '-', ''), 1, 26);
 BEGIN
+  -- DSQL counts an index against the table's 24 from submission on, built or not.
+  IF job_type = 'INDEX_BUILD' AND table_oid IS NOT NULL
+     AND (SELECT count(*) FROM pg_index i WHERE i.indrelid = table_oid)
+         + (SELECT count(*) FROM sys._jobs j
+            WHERE j.table_oid = _submit_job.table_oid AND j.job_type = 'INDEX_BUILD'
+              AND j.status IN ('submitted', 'processing')) >= 24 THEN
+    RAISE EXCEPTION 'more than 24 indexes per table are not allowed' USING ERRCODE = '54000';
+  END IF;
   INSERT INTO sys._jobs (job_id, status, job_type, object_name, table_name, backend_sql,
-                         search_path)
-  VALUES (new_id, 'submitted', job_type, object_name, table_name, backend_sql, search_path);
+                         search_path, table_oid)
+  VALUES (new_id, 'submitted', job_type, object_name, table_name, backend_sql, search_path,
+          table_oid);
   PERFORM pg_notify('dsql_local_jobs', new_id);
   RETURN new_id;
 END $$;
-CREATE OR REPLACE FUNCTION sys.wait_for_job(job_id text)
-RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+-- The OUT parameter names the column that CALL sys.wait_for_job(...) answers with on
+-- DSQL (succeeded), once the proxy sends the CALL as SELECT * FROM sys.wait_for_job(...).
+DO $$ BEGIN
+  IF EXISTS (SELECT FROM pg_proc WHERE oid = 'sys.wait_for_job(text)'::regprocedure
+             AND proargnames IS DISTINCT FROM ARRAY['job_id', 'succeeded']) THEN
+    DROP FUNCTION sys.wait_for_job(text);
+  END IF;
+EXCEPTION WHEN undefined_function THEN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION sys.wait_for_job(job_id text, OUT succeeded boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE job_status text;
 BEGIN
   SELECT j.status INTO job_status FROM sys._jobs j WHERE j.job_id = wait_for_job.job_id;
   IF job_status IS NULL THEN
     RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = '42704';
   END IF;
-  RETURN job_status = 'completed';
+  succeeded := job_status = 'completed';
 END $$;
 GRANT EXECUTE ON FUNCTION sys.wait_for_job(text) TO PUBLIC;
-GRANT EXECUTE ON FUNCTION sys._submit_job(text, text, text, text, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION sys._submit_job(text, text, text, text, text, oid) TO PUBLIC;
+"""
+
+# What DSQL's catalog shows and the limits only the catalog can check, installed in
+# the backend so that every path (simple and extended protocol, the job runner) sees
+# them. Sources: winebarrel/pistachio DSQL.md and testdata/dsql/dsql.yaml (live
+# cluster, 2026-10-10); awslabs/agent-plugins dsql references troubleshooting.md and
+# limits-and-error-codes.md (observed 2026-10-01).
+_DSQL_SHAPES_SQL = r"""
+-- DSQL reports its major version; a live cluster answered 1 (pistachio, 2026-10-10).
+CREATE OR REPLACE FUNCTION sys.dsql_major_version() RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$ SELECT 1 $$;
+GRANT EXECUTE ON FUNCTION sys.dsql_major_version() TO PUBLIC;
+
+-- PostgreSQL's own definition printers, kept under private names: the public ones
+-- are replaced to print what DSQL's catalog prints (access method btree_index, and a
+-- primary key INCLUDE-ing every other column). A built-in function's C code runs
+-- whatever pg_proc says, so the replacements only take effect because the planner
+-- inlines them: they must stay single-SELECT SQL functions without STRICT or SET.
+CREATE OR REPLACE FUNCTION sys._pg_indexdef(oid, integer, boolean) RETURNS text
+LANGUAGE internal STABLE STRICT PARALLEL SAFE AS 'pg_get_indexdef_ext';
+CREATE OR REPLACE FUNCTION sys._pg_constraintdef(oid, boolean) RETURNS text
+LANGUAGE internal STABLE STRICT PARALLEL SAFE AS 'pg_get_constraintdef_ext';
+-- The columns DSQL adds to a primary key's INCLUDE: every column not already in its index.
+-- No SET search_path on these: PostgreSQL qualifies every name the caller's path does
+-- not show, so they must run under the caller's path (catalog names are qualified).
+CREATE OR REPLACE FUNCTION sys._pkey_include(index_oid oid) RETURNS text
+LANGUAGE sql STABLE AS $$
+  SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+  FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid
+  WHERE i.indexrelid = index_oid AND i.indisprimary
+    AND a.attnum > 0 AND NOT a.attisdropped AND a.attnum <> ALL (i.indkey::int2[])
+$$;
+CREATE OR REPLACE FUNCTION sys._dsql_indexdef(index_oid oid, pretty boolean) RETURNS text
+LANGUAGE sql STABLE AS $$
+  WITH d AS (
+    SELECT pg_catalog.replace(sys._pg_indexdef(index_oid, 0, pretty),
+                   ' USING btree (', ' USING btree_index (') AS def,
+           sys._pkey_include(index_oid) AS extra
+  )
+  SELECT CASE
+    WHEN extra IS NULL THEN def
+    WHEN def ~ '\) INCLUDE \('
+      THEN pg_catalog.regexp_replace(def, '\) INCLUDE \((.*)\)$',
+                                     ') INCLUDE (\1, ' || extra || ')')
+    ELSE pg_catalog.regexp_replace(def, '\)$', ') INCLUDE (' || extra || ')')
+  END FROM d
+$$;
+CREATE OR REPLACE FUNCTION pg_catalog.pg_get_indexdef(oid) RETURNS text
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+  SELECT sys._dsql_indexdef($1, false)
+$$;
+CREATE OR REPLACE FUNCTION pg_catalog.pg_get_indexdef(oid, integer, boolean) RETURNS text
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+  SELECT CASE WHEN $2 = 0 THEN sys._dsql_indexdef($1, $3) ELSE sys._pg_indexdef($1, $2, $3) END
+$$;
+CREATE OR REPLACE FUNCTION sys._dsql_constraintdef(constraint_oid oid, pretty boolean) RETURNS text
+LANGUAGE sql STABLE AS $$
+  WITH d AS (
+    SELECT sys._pg_constraintdef(constraint_oid, pretty) AS def,
+           (SELECT sys._pkey_include(c.conindid) FROM pg_catalog.pg_constraint c
+            WHERE c.oid = constraint_oid AND c.contype = 'p') AS extra
+  )
+  SELECT CASE
+    WHEN extra IS NULL THEN def
+    WHEN def ~ '^PRIMARY KEY \([^)]*\) INCLUDE \('
+      THEN pg_catalog.regexp_replace(def, '^(PRIMARY KEY \([^)]*\) INCLUDE \([^)]*)\)',
+                                     '\1, ' || extra || ')')
+    ELSE pg_catalog.regexp_replace(def, '^(PRIMARY KEY \([^)]*\))',
+                                   '\1 INCLUDE (' || extra || ')')
+  END FROM d
+$$;
+CREATE OR REPLACE FUNCTION pg_catalog.pg_get_constraintdef(oid) RETURNS text
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+  SELECT sys._dsql_constraintdef($1, false)
+$$;
+CREATE OR REPLACE FUNCTION pg_catalog.pg_get_constraintdef(oid, boolean) RETURNS text
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
+  SELECT sys._dsql_constraintdef($1, $2)
+$$;
+
+-- Tables created with a primary key: DSQL never lets one be dropped.
+CREATE TABLE IF NOT EXISTS sys._keyed (relid oid PRIMARY KEY);
+CREATE OR REPLACE FUNCTION sys._ddl_limits() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+  command record;
+  target oid;
+  keyed boolean;
+  columns integer;
+  bare record;
+BEGIN
+  FOR command IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+    IF command.command_tag = 'CREATE SCHEMA' THEN
+      IF (SELECT count(*) FROM pg_namespace
+          WHERE nspname NOT IN ('public', 'sys', 'information_schema')
+            AND nspname NOT LIKE 'pg\_%') > 10 THEN
+        RAISE EXCEPTION 'more than 10 schemas not allowed' USING ERRCODE = '54000';
+      END IF;
+      CONTINUE;
+    END IF;
+    IF command.command_tag IN ('CREATE VIEW', 'CREATE SEQUENCE') THEN
+      -- Documented quotas (AWS quotas page), not seen on a cluster.
+      IF (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind = CASE command.command_tag WHEN 'CREATE VIEW' THEN 'v' ELSE 'S' END
+            AND n.nspname NOT IN ('sys', 'information_schema')
+            AND n.nspname NOT LIKE 'pg\_%') > 5000 THEN
+        IF command.command_tag = 'CREATE VIEW' THEN
+          RAISE EXCEPTION 'creating more than 5000 views not allowed' USING ERRCODE = '54000';
+        END IF;
+        RAISE EXCEPTION 'creating more than 5000 sequences is not allowed'
+          USING ERRCODE = '54000';
+      END IF;
+      CONTINUE;
+    END IF;
+    IF command.command_tag = 'CREATE STATISTICS' THEN
+      IF (SELECT count(*) FROM pg_statistic_ext
+          WHERE stxrelid = (SELECT stxrelid FROM pg_statistic_ext WHERE oid = command.objid))
+         > 5 THEN
+        RAISE EXCEPTION 'more than 5 extended statistics per table are not allowed'
+          USING ERRCODE = '54000';
+      END IF;
+      CONTINUE;
+    END IF;
+    IF command.command_tag = 'CREATE INDEX' THEN
+      SELECT indrelid INTO target FROM pg_index WHERE indexrelid = command.objid;
+    ELSIF command.object_type = 'table'
+          AND command.command_tag IN ('CREATE TABLE', 'ALTER TABLE') THEN
+      target := command.objid;
+    ELSE
+      CONTINUE;
+    END IF;
+    IF target IS NULL OR command.schema_name IN ('sys', 'pg_catalog', 'information_schema') THEN
+      CONTINUE;
+    END IF;
+    keyed := EXISTS (SELECT FROM pg_index WHERE indrelid = target AND indisprimary);
+    IF command.command_tag = 'CREATE TABLE' THEN
+      IF (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('r', 'p')
+            AND n.nspname NOT IN ('sys', 'information_schema')
+            AND n.nspname NOT LIKE 'pg\_%') > 1000 THEN
+        RAISE EXCEPTION 'creating more than 1000 tables not allowed' USING ERRCODE = '54000';
+      END IF;
+      IF keyed THEN
+        INSERT INTO sys._keyed VALUES (target) ON CONFLICT DO NOTHING;
+      END IF;
+    ELSIF command.command_tag = 'ALTER TABLE' AND NOT keyed
+          AND EXISTS (SELECT FROM sys._keyed WHERE relid = target) THEN
+      RAISE EXCEPTION 'unsupported ALTER TABLE DROP CONSTRAINT statement' USING ERRCODE = '0A000';
+    END IF;
+    SELECT count(*) INTO columns FROM pg_attribute
+    WHERE attrelid = target AND attnum > 0 AND NOT attisdropped;
+    IF columns > 256 THEN
+      IF keyed THEN
+        RAISE EXCEPTION 'cannot use more than 256 columns in an index' USING ERRCODE = '54011';
+      END IF;
+      RAISE EXCEPTION 'tables can have at most 255 columns' USING ERRCODE = '54011';
+    END IF;
+    IF (SELECT count(*) FROM pg_index WHERE indrelid = target) > 24 THEN
+      RAISE EXCEPTION 'more than 24 indexes per table are not allowed' USING ERRCODE = '54000';
+    END IF;
+    -- DSQL stores a numeric declared without precision as numeric(18,6).
+    FOR bare IN SELECT attname FROM pg_attribute
+                WHERE attrelid = target AND atttypid = 'numeric'::regtype AND atttypmod = -1
+                  AND attnum > 0 AND NOT attisdropped LOOP
+      BEGIN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I TYPE numeric(18,6)',
+                       target::regclass, bare.attname);
+      EXCEPTION WHEN OTHERS THEN
+        -- A view or generated column depends on it: keep PostgreSQL's type.
+        NULL;
+      END;
+    END LOOP;
+  END LOOP;
+END $$;
+CREATE OR REPLACE FUNCTION sys._ddl_drops() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+  DELETE FROM sys._keyed
+  WHERE relid IN (SELECT objid FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table');
+END $$;
+DROP EVENT TRIGGER IF EXISTS dsql_local_ddl_limits;
+CREATE EVENT TRIGGER dsql_local_ddl_limits ON ddl_command_end
+  WHEN TAG IN ('CREATE SCHEMA', 'CREATE TABLE', 'ALTER TABLE', 'CREATE INDEX', 'CREATE VIEW',
+               'CREATE SEQUENCE', 'CREATE STATISTICS')
+  EXECUTE FUNCTION sys._ddl_limits();
+DROP EVENT TRIGGER IF EXISTS dsql_local_ddl_drops;
+CREATE EVENT TRIGGER dsql_local_ddl_drops ON sql_drop
+  WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA')
+  EXECUTE FUNCTION sys._ddl_drops();
 """
 
 
@@ -192,6 +404,7 @@ class Backend:
                 await connection.execute("ALTER SYSTEM SET full_page_writes = off")
                 await connection.execute("SELECT pg_reload_conf()")
             await connection.execute(_SETUP_SQL)
+            await connection.execute(_DSQL_SHAPES_SQL)
         finally:
             await connection.close()
 

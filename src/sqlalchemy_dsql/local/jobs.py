@@ -28,7 +28,13 @@ def submit_sql(job_type: str, object_name: str, table: str, backend_sql: str) ->
     """The backend query that replaces a client's async DDL statement."""
     args = ", ".join(_literal(value) for value in (job_type, object_name, table, backend_sql))
     # Evaluated in the client's session, before the function's own search_path applies.
-    return f"SELECT sys._submit_job({args}, current_setting('search_path')) AS job_id"
+    table_oid = f"to_regclass({_literal(_quoted_name(table))})::oid" if table else "NULL"
+    return f"SELECT sys._submit_job({args}, current_setting('search_path'), {table_oid}) AS job_id"
+
+
+def _quoted_name(table: str) -> str:
+    """``schema.name`` or ``name`` as the rules report it, quoted for to_regclass."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in table.split(".", 1))
 
 
 def _literal(value: str) -> str:

@@ -100,11 +100,23 @@ class Verdict:
 
 
 _UNSUPPORTED = "0A000"
+# DSQL answers a CACHE value it does not accept and a non-bigint sequence type with
+# a data exception (SQLAlchemy raises DataError: awslabs/aurora-dsql-orms
+# python/sqlalchemy/test); PostgreSQL's own code for such option values is 22023.
+_INVALID_VALUE = "22023"
+_UNDEFINED_OBJECT = "42704"
+_PROGRAM_LIMIT = "54000"
 # PostgreSQL's code for "too many columns"; DSQL reports its per-index column
 # limit in the 54xxx program-limit class as well.
 _TOO_MANY_COLUMNS = "54011"
 _MAX_INDEX_KEYS = 8
 _MIN_LARGE_CACHE = 65536
+
+_TOO_MANY_KEYS = Rejection(
+    _TOO_MANY_COLUMNS,
+    f"more than {_MAX_INDEX_KEYS} column keys in an index are not supported",
+    "move some columns to INCLUDE (...)",
+)
 
 _SYNTAX_ERROR_VERDICT = Verdict((Statement(Kind.READ, frozenset()),), None)
 _EMPTY_VERDICT = Verdict((Statement(Kind.EMPTY, frozenset()),), None)
@@ -432,11 +444,34 @@ def _option(options: Sequence[Any] | None, name: str) -> ast.DefElem | None:
 
 
 _SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"})
+# The largest declared length DSQL accepts, checked at DDL time (agent-plugins
+# limits-and-error-codes.md, observed on a cluster).
+_DECLARED_SIZE_LIMITS = {"bpchar": ("char", 4096), "varchar": ("varchar", 65535)}
+
+
+def _declared_size_problem(
+    type_name: ast.TypeName | None, names: Sequence[str]
+) -> Rejection | None:
+    limit = _DECLARED_SIZE_LIMITS.get(names[-1]) if names else None
+    if limit is None or type_name is None or not type_name.typmods:
+        return None
+    size = _number(type_name.typmods[0])
+    shown, most = limit
+    if size is None or size <= most:
+        return None
+    return _refuse(
+        f"Datatype limit greater than {most} bytes not supported for {shown}",
+        "use text for longer values",
+        _PROGRAM_LIMIT,
+    )
 
 
 def _persistence_problem(rel: ast.RangeVar | None, things: str) -> Rejection | None:
     persistence = rel.relpersistence if rel is not None else None
     if persistence == "t":
+        if things == "tables":
+            # DSQL's words (a live-cluster report, 2026-09-23).
+            return _refuse("TEMPORARY or TEMP table not supported for CREATE TABLE", "use a table")
         return _refuse(f"temporary {things} are not supported", f"use regular {things}")
     if persistence == "u":
         return _refuse(f"UNLOGGED {things} are not supported", f"use regular {things}")
@@ -449,12 +484,26 @@ def _cache_problem(options: Sequence[Any] | None, subject: str | None) -> Reject
     if cache is None:
         if subject is None:
             return None
-        return _refuse(f"{subject} without CACHE is not supported", _CACHE_HINT)
+        return _refuse(_MISSING_CACHE[subject], _CACHE_HINT)
     value = _number(cache.arg)
     if value is None or (value != 1 and value < _MIN_LARGE_CACHE):
         shown = value if value is not None else "value"
-        return _refuse(f"CACHE {shown} is not supported", _CACHE_HINT)
+        return _refuse(
+            f"CACHE ({shown}) must be greater than or equal to 65536 or equal to 1",
+            _CACHE_HINT,
+            _INVALID_VALUE,
+        )
     return None
+
+
+# DSQL's wording, recorded on live clusters (pistachio DSQL.md, 2026-07-23).
+_MISSING_CACHE = {
+    "CREATE SEQUENCE": (
+        "CREATE SEQUENCE is not supported without an explicit cache size. "
+        "please define CACHE greater than or equal to 65536 or equal to 1"
+    ),
+    "identity column": "identity column is not supported without an explicit cache size",
+}
 
 
 def _sequence_type_problem(options: Sequence[Any] | None) -> Rejection | None:
@@ -462,8 +511,9 @@ def _sequence_type_problem(options: Sequence[Any] | None) -> Rejection | None:
     names = _type_names(as_type.arg) if as_type and isinstance(as_type.arg, ast.TypeName) else []
     if names and names[-1] != "int8":
         return _refuse(
-            f"sequence type {_type_display(names)} is not supported",
-            "sequences are bigint: use AS bigint or leave AS out",
+            "sequence type must be bigint",
+            "use AS bigint or leave AS out",
+            _INVALID_VALUE,
         )
     return None
 
@@ -471,7 +521,8 @@ def _sequence_type_problem(options: Sequence[Any] | None) -> Rejection | None:
 def _identity_problem(constraint: ast.Constraint, column_type: Sequence[str]) -> Rejection | None:
     if column_type and column_type[-1] != "int8":
         return _refuse(
-            f"identity column of type {_type_display(column_type)} is not supported",
+            f"datatype {_type_display(column_type)} not supported, "
+            "identity column type must be bigint",
             "declare identity columns as bigint",
         )
     return _cache_problem(constraint.options, "identity column")
@@ -514,24 +565,31 @@ _ADDED_COLUMN_CONSTRAINTS: dict[enums.ConstrType, tuple[str, str]] = {
 def _column_problem(column: ast.ColumnDef, *, adding: bool) -> Rejection | None:
     names = _type_names(column.typeName)
     if len(names) == 1 and names[0] in _SERIAL_TYPES:
+        # DSQL has no serial pseudo-types at all, so it reports an unknown type.
         return _refuse(
-            f"{names[0].upper()} is not supported",
+            f'type "{names[0]}" does not exist',
             "use bigint GENERATED BY DEFAULT AS IDENTITY (CACHE 1), "
             "or uuid DEFAULT gen_random_uuid()",
+            _UNDEFINED_OBJECT,
         )
     if column.typeName is not None and column.typeName.arrayBounds:
         return _refuse(
-            "array column types are not supported",
+            f"datatype {_type_display(names)}[] not supported",
             "store the values as json/jsonb, or in a table of their own",
         )
     if column.collClause is not None:
-        return _refuse("COLLATE on a column is not supported", "DSQL uses the C collation only")
+        return _refuse("COLLATE clause not supported", "DSQL uses the C collation only")
+    if column.compression:
+        return _refuse("COMPRESSION clause not supported", "DSQL compresses text with lz4 itself")
+    problem = _declared_size_problem(column.typeName, names)
+    if problem is not None:
+        return problem
     for constraint in column.constraints or ():
         if not isinstance(constraint, ast.Constraint) or constraint.contype is None:
             continue
         if adding and constraint.contype in _ADDED_COLUMN_CONSTRAINTS:
-            what, hint = _ADDED_COLUMN_CONSTRAINTS[constraint.contype]
-            return _refuse(f"ADD COLUMN with {what} is not supported", hint)
+            _what, hint = _ADDED_COLUMN_CONSTRAINTS[constraint.contype]
+            return _refuse("ALTER TABLE ADD COLUMN with constraint not supported", hint)
         if constraint.contype == enums.ConstrType.CONSTR_IDENTITY:
             problem = _identity_problem(constraint, names)
             if problem is not None:
@@ -558,7 +616,8 @@ _SETTABLE = frozenset(
         "transaction_isolation",
         "default_transaction_isolation",
         "transaction_read_only",
-        "default_transaction_read_only",
+        # default_transaction_read_only is refused, also as a startup parameter; SET
+        # SESSION CHARACTERISTICS AS TRANSACTION READ ONLY works (pistachio DSQL.md).
         "plan_cache_mode",
         # A planner switch; asyncpg turns it off around its type introspection.
         "jit",
@@ -591,9 +650,10 @@ def _isolation_problem(level: str | None) -> Rejection | None:
 def _parameter_problem(parameter: str, value: str | None) -> Rejection | None:
     parameter = parameter.lower()
     if not _settable(parameter):
-        # DSQL's own wording, quotes included.
+        # DSQL's own wording, double quotes included (seen on a live cluster for
+        # statement_timeout, 2026-08-18, and default_transaction_read_only).
         return _refuse(
-            f"setting configuration parameter '{parameter}' not supported", _PARAMETER_HINT
+            f'setting configuration parameter "{parameter}" not supported', _PARAMETER_HINT
         )
     if parameter in _ISOLATION_PARAMETERS:
         return _isolation_problem(value)
@@ -798,9 +858,15 @@ def _create_table_problem(stmt: ast.CreateStmt) -> Rejection | None:
     if problem is not None:
         return problem
     if stmt.partbound is not None:
-        return _refuse("PARTITION OF is not supported", "DSQL distributes tables by itself")
+        return _refuse(
+            "PARTITION OF clause not supported for CREATE TABLE",
+            "DSQL distributes tables by itself",
+        )
     if stmt.partspec is not None:
-        return _refuse("PARTITION BY is not supported", "DSQL distributes tables by itself")
+        return _refuse(
+            "PARTITION BY clause not supported for CREATE TABLE",
+            "DSQL distributes tables by itself",
+        )
     if stmt.inhRelations:
         return _refuse("INHERITS is not supported", "declare every column in the table itself")
     if stmt.options:
@@ -812,11 +878,13 @@ def _create_table_problem(stmt: ast.CreateStmt) -> Rejection | None:
             problem = _column_problem(element, adding=False)
             if problem is not None:
                 return problem
-        elif (
-            isinstance(element, ast.Constraint)
-            and element.contype == enums.ConstrType.CONSTR_EXCLUSION
-        ):
-            return _refuse("exclusion constraints are not supported")
+        elif isinstance(element, ast.Constraint):
+            if element.contype == enums.ConstrType.CONSTR_EXCLUSION:
+                return _refuse("exclusion constraints are not supported")
+            if len(element.keys or ()) > _MAX_INDEX_KEYS:
+                # A key is an index on DSQL, with an index's limit (agent-plugins
+                # troubleshooting.md: "Columns per index or primary key").
+                return _TOO_MANY_KEYS
     return None
 
 
@@ -824,7 +892,7 @@ def _create_table_as(stmt: ast.CreateTableAsStmt, ctx: _Context) -> _Result:
     if stmt.objtype == enums.ObjectType.OBJECT_MATVIEW:
         return _Result(
             Kind.DDL,
-            _refuse("CREATE MATERIALIZED VIEW is not supported", "use a regular view"),
+            _refuse("unsupported statement: CreateTableAs", "use a regular view"),
         )
     rel = stmt.into.rel if stmt.into is not None else None
     problem = _persistence_problem(rel, "tables")
@@ -850,14 +918,21 @@ def _alter_sequence(stmt: ast.AlterSeqStmt, ctx: _Context) -> _Result:
 
 
 def _create_function(stmt: ast.CreateFunctionStmt, ctx: _Context) -> _Result:
+    if stmt.is_procedure:
+        # Refused in any language (agent-plugins troubleshooting.md, observed 2026-10-01).
+        return _Result(
+            Kind.DDL, _refuse("PROCEDURE is not supported", "write a LANGUAGE sql function")
+        )
     language = _option(stmt.options, "language")
     name = _sval(language.arg) if language is not None else None
     if name is None or name.lower() == "sql":
         return _Result(Kind.DDL)
-    what = "CREATE PROCEDURE" if stmt.is_procedure else "CREATE FUNCTION"
     return _Result(
         Kind.DDL,
-        _refuse(f"{what} with LANGUAGE {name} is not supported", "write it in LANGUAGE sql"),
+        _refuse(
+            f"CREATE FUNCTION with language {name.lower()} not supported",
+            "write it in LANGUAGE sql",
+        ),
     )
 
 
@@ -879,15 +954,56 @@ def _create_type(stmt: ast.Node, ctx: _Context) -> _Result:
     return _Result(
         Kind.DDL,
         _refuse(
-            "CREATE TYPE is not supported",
+            _unsupported_statement(stmt),
             "use a text column with a CHECK constraint instead of an enum",
         ),
     )
 
 
+def _unsupported_statement(stmt: ast.Node) -> str:
+    """DSQL's words for a statement it has no support for at all: PostgreSQL's node name.
+
+    Recorded for CreateEnum, CompositeType, CreatePolicy, CreateExtension, Createdb,
+    CreateTableAs and Truncate (pistachio DSQL.md; agent-plugins troubleshooting.md).
+    """
+    name = type(stmt).__name__
+    return f"unsupported statement: {name.removesuffix('Stmt')}"
+
+
+def _unsupported(kind: Kind, hint: str | None = None) -> Callable[[Any, _Context], _Result]:
+    def handler(stmt: Any, ctx: _Context) -> _Result:
+        return _Result(kind, _refuse(_unsupported_statement(stmt), hint))
+
+    return handler
+
+
+def _alter_domain(stmt: ast.AlterDomainStmt, ctx: _Context) -> _Result:
+    # A live cluster refused both, without a recorded message (pistachio DSQL.md).
+    words = _DOMAIN_REFUSALS.get(stmt.subtype or "")
+    if words is None:
+        return _Result(Kind.DDL)
+    return _Result(Kind.DDL, _refuse(f"unsupported ALTER DOMAIN {words} statement"))
+
+
+_DOMAIN_REFUSALS = {"C": "ADD CONSTRAINT", "O": "SET NOT NULL"}
+
+
 def _rename(stmt: ast.RenameStmt, ctx: _Context) -> _Result:
-    if stmt.renameType == enums.ObjectType.OBJECT_INDEX:
-        return _Result(Kind.DDL, _ALTER_INDEX)
+    # ALTER INDEX ... RENAME included: a live cluster renamed an index (pistachio
+    # DSQL.md, 2026-10-10), though AWS documents no ALTER INDEX at all.
+    return _Result(Kind.DDL)
+
+
+def _drop(stmt: ast.DropStmt, ctx: _Context) -> _Result:
+    if stmt.concurrent:
+        # DSQL's words even for a DROP INDEX CONCURRENTLY sent on its own (pistachio
+        # DSQL.md, 2026-10-10): it never runs one.
+        return _Result(
+            Kind.DDL,
+            _refuse(
+                "DROP INDEX CONCURRENTLY must be first action in transaction", "use DROP INDEX"
+            ),
+        )
     return _Result(Kind.DDL)
 
 
@@ -913,29 +1029,26 @@ def _writes_using(ctx: _Context) -> bool:
     return False
 
 
+_CONCURRENT_INDEX = _refuse(
+    "CONCURRENTLY not supported for CREATE INDEX",
+    "use CREATE INDEX ASYNC: it builds the index in the background",
+)
+
+
 def _index_problem(stmt: ast.IndexStmt, ctx: _Context) -> Rejection | None:
-    if stmt.concurrent:
-        return _refuse(
-            "CONCURRENTLY is not supported", "ASYNC already builds the index in the background"
-        )
     if _writes_using(ctx):
-        return _refuse(
-            f"USING {stmt.accessMethod} is not supported", "leave USING out: indexes are btree"
-        )
+        return _refuse("USING not supported for CREATE INDEX", "leave USING out: indexes are btree")
     keys = [p for p in stmt.indexParams or () if isinstance(p, ast.IndexElem)]
     for key in keys:
+        if key.opclass:
+            return _refuse("opclass not supported for index keys", "leave the operator class out")
         if key.ordering in (enums.SortByDir.SORTBY_ASC, enums.SortByDir.SORTBY_DESC):
-            direction = "ASC" if key.ordering == enums.SortByDir.SORTBY_ASC else "DESC"
             return _refuse(
-                f"{direction} on an index key is not supported",
-                "leave the sort direction out; NULLS FIRST/LAST may stay",
+                "specifying sort order not supported for index keys",
+                "leave ASC/DESC out; NULLS FIRST/LAST may stay",
             )
     if len(keys) > _MAX_INDEX_KEYS:
-        return _refuse(
-            f"an index can have at most {_MAX_INDEX_KEYS} key columns, not {len(keys)}",
-            "move some columns to INCLUDE (...)",
-            _TOO_MANY_COLUMNS,
-        )
+        return _TOO_MANY_KEYS
     for included in stmt.indexIncludingParams or ():
         if isinstance(included, ast.IndexElem) and included.expr is not None:
             return _refuse("expressions in INCLUDE are not supported", "INCLUDE plain columns only")
@@ -970,11 +1083,15 @@ def _relation_as_written(rel: ast.RangeVar | None) -> str:
 
 
 def _index(stmt: ast.IndexStmt, ctx: _Context) -> _Result:
+    if stmt.concurrent:
+        return _Result(
+            Kind.ASYNC_DDL if ctx.async_start is not None else Kind.DDL, _CONCURRENT_INDEX
+        )
     if ctx.async_start is None:
         return _Result(
             Kind.DDL,
             _refuse(
-                "unsupported mode. please use CREATE INDEX ASYNC",
+                "unsupported mode. please use CREATE INDEX ASYNC.",
                 "CREATE INDEX ASYNC builds the index in the background and returns a job_id "
                 "to wait for with CALL sys.wait_for_job(job_id)",
             ),
@@ -1019,7 +1136,7 @@ _SUBCOMMAND_NAMES: dict[enums.AlterTableType, tuple[str, str | None]] = {
         "NOT NULL columns can only be declared in CREATE TABLE",
     ),
     _AT.AT_AlterColumnType: (
-        "ALTER COLUMN ... TYPE",
+        "ALTER COLUMN ... SET DATA TYPE",
         "add a new column, copy the data over and drop the old column",
     ),
     _AT.AT_SetCompression: ("ALTER COLUMN ... SET COMPRESSION", "DSQL manages compression"),
@@ -1048,10 +1165,10 @@ _SUBCOMMAND_NAMES: dict[enums.AlterTableType, tuple[str, str | None]] = {
     _AT.AT_AddOf: ("OF", None),
     _AT.AT_DropOf: ("NOT OF", None),
     _AT.AT_ReplicaIdentity: ("REPLICA IDENTITY", None),
-    _AT.AT_EnableRowSecurity: ("ENABLE ROW LEVEL SECURITY", None),
-    _AT.AT_DisableRowSecurity: ("DISABLE ROW LEVEL SECURITY", None),
-    _AT.AT_ForceRowSecurity: ("FORCE ROW LEVEL SECURITY", None),
-    _AT.AT_NoForceRowSecurity: ("NO FORCE ROW LEVEL SECURITY", None),
+    _AT.AT_EnableRowSecurity: ("ENABLE ROW SECURITY", None),
+    _AT.AT_DisableRowSecurity: ("DISABLE ROW SECURITY", None),
+    _AT.AT_ForceRowSecurity: ("FORCE ROW SECURITY", None),
+    _AT.AT_NoForceRowSecurity: ("NO FORCE ROW SECURITY", None),
     _AT.AT_AttachPartition: ("ATTACH PARTITION", None),
     _AT.AT_DetachPartition: ("DETACH PARTITION", None),
     _AT.AT_DetachPartitionFinalize: ("DETACH PARTITION ... FINALIZE", None),
@@ -1062,7 +1179,12 @@ _ALTER_OBJECTS = {
     enums.ObjectType.OBJECT_SEQUENCE: "ALTER SEQUENCE",
     enums.ObjectType.OBJECT_FOREIGN_TABLE: "ALTER FOREIGN TABLE",
 }
-_STATISTICS_RANGE = range(-1, 101)
+_VIEW_OPTIONS = frozenset({_AT.AT_SetRelOptions, _AT.AT_ResetRelOptions})
+
+
+# DSQL names every ALTER TABLE form it refuses this way (pistachio DSQL.md; agent-plugins
+# troubleshooting.md, observed 2026-10-01).
+_UNSUPPORTED_ADD_CONSTRAINT = "unsupported ALTER TABLE ADD CONSTRAINT statement"
 
 
 def _added_constraint_problem(constraint: object, table: str) -> Rejection | None:
@@ -1075,14 +1197,20 @@ def _added_constraint_problem(constraint: object, table: str) -> Rejection | Non
         what = "FOREIGN KEY" if kind == enums.ConstrType.CONSTR_FOREIGN else "CHECK"
         name = constraint.conname or "<constraint>"
         return _refuse(
-            f"ADD CONSTRAINT ... {what} without NOT VALID is not supported",
-            "add it with NOT VALID, then " + _VALIDATE_HINT.format(table=table, name=name),
+            _UNSUPPORTED_ADD_CONSTRAINT,
+            f"add the {what} with NOT VALID, then " + _VALIDATE_HINT.format(table=table, name=name),
         )
+    if kind == enums.ConstrType.CONSTR_UNIQUE and constraint.indexname:
+        # UNIQUE USING INDEX over a valid unique index built with CREATE UNIQUE INDEX
+        # ASYNC: in AWS's ALTER TABLE grammar, and applied on a live cluster
+        # (pistachio DSQL.md).
+        return None
     if kind in (enums.ConstrType.CONSTR_PRIMARY, enums.ConstrType.CONSTR_UNIQUE):
         what = "PRIMARY KEY" if kind == enums.ConstrType.CONSTR_PRIMARY else "UNIQUE"
         return _refuse(
-            f"ADD CONSTRAINT ... {what} is not supported",
-            "declare it in CREATE TABLE, or use CREATE UNIQUE INDEX ASYNC",
+            _UNSUPPORTED_ADD_CONSTRAINT,
+            f"declare the {what} in CREATE TABLE; for UNIQUE, build CREATE UNIQUE INDEX ASYNC "
+            "and add it with UNIQUE USING INDEX",
         )
     if kind == enums.ConstrType.CONSTR_EXCLUSION:
         return _refuse("exclusion constraints are not supported")
@@ -1092,6 +1220,10 @@ def _added_constraint_problem(constraint: object, table: str) -> Rejection | Non
 def _subcommand_problem(cmd: ast.AlterTableCmd, verb: str, table: str) -> Rejection | None:
     subtype = cmd.subtype
     if subtype in _ALLOWED_SUBCOMMANDS:
+        return None
+    if verb == "ALTER VIEW" and subtype in _VIEW_OPTIONS:
+        # A view's SET (...) and RESET (...) work on a live cluster (pistachio DSQL.md,
+        # 2026-10-10).
         return None
     if subtype == _AT.AT_AddColumn:
         if isinstance(cmd.def_, ast.ColumnDef):
@@ -1106,23 +1238,17 @@ def _subcommand_problem(cmd: ast.AlterTableCmd, verb: str, table: str) -> Reject
     if subtype == _AT.AT_SetIdentity:
         return _cache_problem(cmd.def_ if isinstance(cmd.def_, tuple) else None, None)
     if subtype == _AT.AT_SetStatistics:
-        target = _number(cmd.def_)
-        if target is not None and target in _STATISTICS_RANGE:
-            return None
-        shown = target if target is not None else "DEFAULT"
-        return _refuse(
-            f"SET STATISTICS {shown} is not supported",
-            "use a target from 0 to 100, or -1 for the default",
-        )
+        # Refused at any value (agent-plugins troubleshooting.md, observed 2026-10-01).
+        return _refuse(f"unsupported {verb} ALTER COLUMN ... SET STATISTICS statement")
     if subtype == _AT.AT_ValidateConstraint:
         return _refuse(
-            "VALIDATE CONSTRAINT without ASYNC is not supported",
+            f"unsupported {verb} VALIDATE CONSTRAINT statement",
             _VALIDATE_HINT.format(table=table, name=cmd.name or "<constraint>"),
         )
     words, hint = (
         _SUBCOMMAND_NAMES.get(subtype, (subtype.name, None)) if subtype else ("this form", None)
     )
-    return _refuse(f"{verb} ... {words} is not supported", hint)
+    return _refuse(f"unsupported {verb} {words} statement", hint)
 
 
 def _alter_table(stmt: ast.AlterTableStmt, ctx: _Context) -> _Result:
@@ -1207,6 +1333,7 @@ _HANDLERS: dict[type, Callable[[Any, _Context], _Result]] = {
     ast.IndexStmt: _index,
     ast.AlterTableStmt: _alter_table,
     ast.RenameStmt: _rename,
+    ast.DropStmt: _drop,
     ast.CreateSeqStmt: _create_sequence,
     ast.AlterSeqStmt: _alter_sequence,
     ast.CreateFunctionStmt: _create_function,
@@ -1215,10 +1342,8 @@ _HANDLERS: dict[type, Callable[[Any, _Context], _Result]] = {
     ast.CreateEnumStmt: _create_type,
     ast.CompositeTypeStmt: _create_type,
     ast.CreateRangeStmt: _create_type,
-    ast.TruncateStmt: _fixed(
-        Kind.WRITE,
-        "TRUNCATE is not supported",
-        "use DELETE in batches of up to 3,000 rows, or DROP TABLE and CREATE TABLE",
+    ast.TruncateStmt: _unsupported(
+        Kind.WRITE, "use DELETE in batches of up to 3,000 rows, or DROP TABLE and CREATE TABLE"
     ),
     ast.DoStmt: _fixed(Kind.WRITE, "DO is not supported", "DSQL runs LANGUAGE sql only"),
     ast.LockStmt: _fixed(
@@ -1237,19 +1362,20 @@ _HANDLERS: dict[type, Callable[[Any, _Context], _Result]] = {
     ast.ClusterStmt: _fixed(Kind.DDL, "CLUSTER is not supported"),
     ast.LoadStmt: _fixed(Kind.SESSION, "LOAD is not supported"),
     ast.AlterSystemStmt: _fixed(Kind.SESSION, "ALTER SYSTEM is not supported"),
-    ast.CreatedbStmt: _fixed(Kind.DDL, "CREATE DATABASE is not supported", _ONE_DATABASE),
-    ast.DropdbStmt: _fixed(Kind.DDL, "DROP DATABASE is not supported", _ONE_DATABASE),
+    ast.CreatedbStmt: _unsupported(Kind.DDL, _ONE_DATABASE),
+    ast.DropdbStmt: _unsupported(Kind.DDL, _ONE_DATABASE),
     ast.CreateTableSpaceStmt: _fixed(Kind.DDL, "CREATE TABLESPACE is not supported"),
     ast.CreateTrigStmt: _fixed(
-        Kind.DDL, "CREATE TRIGGER is not supported", "move the trigger's logic into the application"
+        Kind.DDL, "CREATE TRIGGER not supported", "move the trigger's logic into the application"
     ),
     ast.CreateEventTrigStmt: _fixed(Kind.DDL, "CREATE EVENT TRIGGER is not supported"),
-    ast.CreateExtensionStmt: _fixed(Kind.DDL, "CREATE EXTENSION is not supported"),
+    ast.CreateExtensionStmt: _unsupported(Kind.DDL),
     ast.RefreshMatViewStmt: _fixed(
         Kind.DDL, "REFRESH MATERIALIZED VIEW is not supported", "use a regular view"
     ),
-    ast.CreatePolicyStmt: _fixed(Kind.DDL, "row-level security policies are not supported"),
-    ast.AlterPolicyStmt: _fixed(Kind.DDL, "row-level security policies are not supported"),
+    ast.CreatePolicyStmt: _unsupported(Kind.DDL),
+    ast.AlterPolicyStmt: _unsupported(Kind.DDL),
+    ast.AlterDomainStmt: _alter_domain,
 }
 
 
@@ -1278,8 +1404,10 @@ def _expression_problem(facts: _Facts) -> Rejection | None:
         if schema not in (None, "pg_catalog"):
             continue
         if name.startswith(("pg_advisory_", "pg_try_advisory_")):
+            # DSQL's wording (pistachio DSQL.md; a live-cluster report quotes
+            # "function pg_advisory_lock not supported"); no source records the code.
             return _refuse(
-                f"advisory lock function {name}() is not supported",
+                f"function {name} not supported",
                 "DSQL has no advisory locks; it uses optimistic concurrency control",
             )
         if name == "pg_notify":
@@ -1379,6 +1507,12 @@ _LINT_ADVISORIES = frozenset(
         "alter_add_unique_collapse",
         "alter_add_primary_key_collapse",
         "identity_add_generated_collapse",
+        # PostgreSQL's own error is DSQL's here (NUMERIC precision n must be between 1
+        # and 1000, 22023: agent-plugins limits-and-error-codes.md), not dsql-lint's.
+        "numeric_bounds",
+        # A live cluster renames indexes (pistachio DSQL.md, 2026-10-10); the ALTER
+        # INDEX forms DSQL refuses are refused by the rules above.
+        "unsupported_alter_index",
     }
 )
 

@@ -664,8 +664,9 @@ class Session:
                 # The job manager's answer, not the backend's: a transaction whose snapshot
                 # predates the job's end would still see it running.
                 return f"SELECT {str(outcome).lower()} AS succeeded"
-            # The backend helper is a function, so DSQL's CALL form becomes a SELECT.
-            return _CALL.sub("SELECT ", sql, count=1)
+            # The backend helper is a function (its OUT parameter names the column), so DSQL's
+            # CALL form becomes a SELECT from it.
+            return _CALL.sub("SELECT * FROM ", sql, count=1)
         if statement.kind is Kind.DDL and _AWS_IAM.match(sql):
             return _AWS_IAM_BACKEND_TEXT
         return sql
