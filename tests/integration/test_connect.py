@@ -54,16 +54,16 @@ async def test_verify_full_fails_without_the_ca(dsql: LocalDSQL) -> None:
 
 async def test_plaintext_startup_is_refused(dsql: LocalDSQL) -> None:
     kwargs = {**dsql.connect_kwargs(), "ssl": False}
-    with pytest.raises(asyncpg.PostgresError, match="SSL/TLS is required") as caught:
+    with pytest.raises(asyncpg.PostgresError, match="SSL is mandatory") as caught:
         await asyncpg.connect(**kwargs)
-    assert caught.value.sqlstate == "28000"
+    assert caught.value.sqlstate == "08P01"
 
 
 def test_psycopg_verify_full_and_plaintext(dsql: LocalDSQL) -> None:
     with psycopg.connect(dsql.conninfo()) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("admin",)
         assert conn.pgconn.ssl_in_use
-    with pytest.raises(psycopg.OperationalError, match="SSL/TLS is required"):
+    with pytest.raises(psycopg.OperationalError, match="SSL is mandatory"):
         psycopg.connect(dsql.conninfo().replace("sslmode=verify-full", "sslmode=disable"))
 
 

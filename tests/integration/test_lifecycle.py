@@ -121,7 +121,7 @@ async def test_connection_rate_and_count_limits() -> None:
             await conn.close()
     async with LocalDSQL(max_connections=1) as emulator:
         conn = await asyncpg.connect(**emulator.connect_kwargs())
-        with pytest.raises(asyncpg.TooManyConnectionsError, match="too many connections"):
+        with pytest.raises(asyncpg.TooManyConnectionsError, match="too many open connections"):
             await asyncpg.connect(**emulator.connect_kwargs())
         await conn.close()
 

