@@ -221,6 +221,12 @@ class _ConnectContext:
                 f"{self._target()} requires TLS ({_server_reason(error)}); connect with "
                 f"sslmode='verify-full' (the default)"
             )
+        if "sni was not received" in lowered:
+            return ConnectError(
+                f"{self._target()} refused the connection: {_server_reason(error)}. Aurora DSQL "
+                f"needs the endpoint's name in the TLS handshake (SNI): pass the cluster endpoint "
+                f"as host (hostaddr= to dial another address) with a client on libpq 14 or newer"
+            )
         sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
         if sqlstate == "3D000" or ("database" in lowered and "does not exist" in lowered):
             return ConnectError(
@@ -232,9 +238,11 @@ class _ConnectContext:
         if (
             (sqlstate or "").startswith("28")
             or "access denied" in lowered
-            or "password authentication failed" in lowered
+            # DSQL: 'IAM authentication failed for user "..."'; PostgreSQL: password ...
+            or "authentication failed" in lowered
             # A token valid for over a week: refused before its signature is checked.
             or "x-amz-expires" in lowered
+            or ("role" in lowered and "does not exist" in lowered)
         ):
             return self._refused(_server_reason(error), _server_hint(error))
         if isinstance(error, ssl.SSLError):
@@ -310,6 +318,12 @@ class _ConnectContext:
             reason = f"{reason} (HINT: {hint})"
         lowered = reason.lower()
         advice = []
+        if "iam authentication failed" in lowered:
+            advice.append(
+                "a token is accepted for at most a week, and only while the credentials that "
+                "signed it are valid: refresh expired temporary credentials (an assumed role, "
+                "SSO) and connect again"
+            )
         if "x-amz-expires" in lowered:
             advice.append(
                 "a token may be valid for at most one week (604800 s): lower token_lifetime "

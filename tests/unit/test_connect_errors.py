@@ -180,3 +180,29 @@ def test_target_names_the_environment_it_dialled(monkeypatch: pytest.MonkeyPatch
     )
     assert isinstance(explained, TLSVerificationFailed)
     assert f"{HOST} (dialled at 127.0.0.1:6543)" in str(explained)
+
+
+# The AWS user guide's troubleshooting page ("Troubleshooting authentication errors").
+IAM_FAILED = every_driver("28000", 'IAM authentication failed for user "admin"')
+
+
+@pytest.mark.parametrize("error", IAM_FAILED, ids=ids(IAM_FAILED))
+def test_iam_authentication_failed(error: BaseException) -> None:
+    explained = context().explain(error)
+    assert isinstance(explained, AuthenticationFailed)
+    assert "refresh expired temporary credentials" in str(explained)
+
+
+def test_unknown_role() -> None:
+    error = psycopg2.OperationalError(libpq_text('role "nobody" does not exist'))
+    explained = context("nobody").explain(error)
+    assert isinstance(explained, AuthenticationFailed)
+    assert "role 'nobody' must exist WITH LOGIN" in str(explained)
+
+
+def test_no_sni() -> None:
+    refusal = "unable to accept connection, sni was not received"
+    error = psycopg.OperationalError(libpq_text(refusal))
+    explained = context().explain(error)
+    assert type(explained) is ConnectError
+    assert "(SNI): pass the cluster endpoint as host" in str(explained)
