@@ -44,6 +44,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from sqlalchemy_dsql.local import LocalDSQL
+
 AMAZON_VERSION = "1.3.0"
 SHIM = Path(__file__).resolve().parent / "shim"
 SUITES = {"test": (".", "test"), "pet-clinic": ("examples/pet-clinic-app", "test")}
@@ -132,10 +134,7 @@ def _source(given: Path | None, scratch: Path) -> Path:
     return root
 
 
-def _environment(dsql: object, args: argparse.Namespace) -> dict[str, str]:
-    from sqlalchemy_dsql.local import LocalDSQL
-
-    assert isinstance(dsql, LocalDSQL)
+def _environment(dsql: LocalDSQL, args: argparse.Namespace) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
@@ -181,7 +180,6 @@ def _check_dialect(python: str, dialect: str, env: dict[str, str], cwd: Path) ->
 
 def main(argv: list[str] | None = None) -> int:
     args, pytest_args = _parse(sys.argv[1:] if argv is None else argv)
-    from sqlalchemy_dsql.local import LocalDSQL
 
     with tempfile.TemporaryDirectory(prefix="amazon-peers-") as scratch:
         root = _source(args.source, Path(scratch) / "sdist")
