@@ -40,6 +40,7 @@ import errno
 import functools
 import ipaddress
 import logging
+import os
 import re
 import socket
 import ssl
@@ -62,6 +63,7 @@ from .auth import (
 )
 from .errors import (
     AuthenticationFailed,
+    ClusterBusy,
     ClusterUnreachable,
     ConfigurationError,
     ConnectError,
@@ -175,14 +177,31 @@ def _server_reason(error: BaseException) -> str:
     return (found.group(1) if found else text).strip().splitlines()[0]
 
 
+def _server_hint(error: BaseException) -> str | None:
+    """The HINT of the server's refusal: asyncpg keeps it apart, libpq appends a line."""
+    hint = getattr(error, "hint", None)
+    if isinstance(hint, str) and hint.strip():
+        return hint.strip()
+    found = re.search(r"^HINT:\s+(.+)$", str(error), re.MULTILINE)
+    return found.group(1).strip() if found else None
+
+
+# How Aurora DSQL words its connection refusals (SQLSTATE and text), as recorded on live
+# clusters; the emulator's wordings are matched too. Sources: docs/dialect.md.
+_PLAINTEXT_REFUSED = ("ssl is mandatory", "ssl/tls is required")
+_WAKING_UP = "waking up cluster"
+_RATE_EXCEEDED = "rate exceeded"  # 53400
+_CLUSTER_BUSY = (_WAKING_UP, _RATE_EXCEEDED, "too many open connections", "too many connections")
+
+
 @dataclass(frozen=True, slots=True)
 class _ConnectContext:
     """What the error explanations need to know about the connection attempt."""
 
     endpoint: Endpoint
     user: str
-    dial: str
-    port: int
+    dial: str | None  # None: the driver's default (libpq's PGHOSTADDR, else the host name)
+    port: int | str | None  # None: the driver's default (PGPORT, else 5432)
     sslrootcert: str | None
     token_lifetime: int
     connect_timeout: float
@@ -196,23 +215,36 @@ class _ConnectContext:
             or ("server certificate" in lowered and "does not match" in lowered)
         ):
             return self._tls(_server_reason(error))
-        if "ssl" in lowered and "required" in lowered:
+        # DSQL: 08P01 "SSL is mandatory" (asyncpg: ProtocolViolationError).
+        if any(marker in lowered for marker in _PLAINTEXT_REFUSED):
             return ConnectError(
                 f"{self._target()} requires TLS ({_server_reason(error)}); connect with "
                 f"sslmode='verify-full' (the default)"
             )
-        sqlstate = getattr(error, "sqlstate", None)
+        if "sni was not received" in lowered:
+            return ConnectError(
+                f"{self._target()} refused the connection: {_server_reason(error)}. Aurora DSQL "
+                f"needs the endpoint's name in the TLS handshake (SNI): pass the cluster endpoint "
+                f"as host (hostaddr= to dial another address) with a client on libpq 14 or newer"
+            )
+        sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
         if sqlstate == "3D000" or ("database" in lowered and "does not exist" in lowered):
             return ConnectError(
                 f"{self._target()} refused the connection: {_server_reason(error)}. Aurora DSQL "
                 f"has a single database, 'postgres': leave database= (dbname=) at its default"
             )
+        if sqlstate in ("53300", "53400") or any(marker in lowered for marker in _CLUSTER_BUSY):
+            return self._busy(_server_reason(error), lowered, sqlstate)
         if (
             (sqlstate or "").startswith("28")
             or "access denied" in lowered
-            or ("password authentication failed" in lowered)
+            # DSQL: 'IAM authentication failed for user "..."'; PostgreSQL: password ...
+            or "authentication failed" in lowered
+            # A token valid for over a week: refused before its signature is checked.
+            or "x-amz-expires" in lowered
+            or ("role" in lowered and "does not exist" in lowered)
         ):
-            return self._refused(_server_reason(error))
+            return self._refused(_server_reason(error), _server_hint(error))
         if isinstance(error, ssl.SSLError):
             return ConnectError(
                 f"the TLS handshake with {self._target()} failed ({error.reason or error}); "
@@ -239,9 +271,12 @@ class _ConnectContext:
         return None
 
     def _target(self) -> str:
-        if self.dial != self.endpoint.host:
-            return f"{self.endpoint.host} (dialled at {self.dial}:{self.port})"
-        return f"{self.endpoint.host}:{self.port}"
+        # What the driver used: it reads the environment when the attempt starts, as here.
+        port = self.port if self.port is not None else os.environ.get("PGPORT") or 5432
+        dial = self.dial or os.environ.get("PGHOSTADDR") or self.endpoint.host
+        if dial != self.endpoint.host:
+            return f"{self.endpoint.host} (dialled at {dial}:{port})"
+        return f"{self.endpoint.host}:{port}"
 
     def _tls(self, reason: str) -> TLSVerificationFailed:
         trust = (
@@ -257,11 +292,50 @@ class _ConnectContext:
             f"sslrootcert=..."
         )
 
-    def _refused(self, reason: str) -> AuthenticationFailed:
+    def _busy(self, reason: str, lowered: str, sqlstate: str | None) -> ClusterBusy:
+        if _WAKING_UP in lowered:
+            advice = (
+                "the cluster was idle and is waking up (state INACTIVE): retry in a few "
+                "seconds, or wait until `aws dsql get-cluster` reports ACTIVE"
+            )
+        elif sqlstate == "53400" or _RATE_EXCEEDED in lowered:
+            advice = (
+                "Aurora DSQL accepts about 100 new connections per second per cluster (bursts "
+                "of 1,000): retry with backoff, and open connections more slowly (smaller "
+                "pools, a longer max_connection_age); a new token does not help"
+            )
+        else:
+            advice = (
+                "the cluster has its maximum of 10,000 open connections: close idle ones "
+                "(smaller pool_size / max_overflow across your processes), then retry"
+            )
+        return ClusterBusy(f"{self._target()} did not accept a new connection: {reason}. {advice}")
+
+    def _refused(self, reason: str, hint: str | None = None) -> AuthenticationFailed:
         action = action_for(self.user)
+        # DSQL says why in the hint (e.g. "Signature expired: ..."), after a generic reason.
+        if hint and hint not in reason:
+            reason = f"{reason} (HINT: {hint})"
         lowered = reason.lower()
         advice = []
-        if "expired" in lowered or "future" in lowered or "signing time" in lowered:
+        if "iam authentication failed" in lowered:
+            advice.append(
+                "a token is accepted for at most a week, and only while the credentials that "
+                "signed it are valid: refresh expired temporary credentials (an assumed role, "
+                "SSO) and connect again"
+            )
+        if "x-amz-expires" in lowered:
+            advice.append(
+                "a token may be valid for at most one week (604800 s): lower token_lifetime "
+                "(token_duration_secs)"
+            )
+        if "wrong user to action mapping" in lowered:
+            advice.append(
+                f"a token for user {self.user!r} must be signed for dsql:{action}: 'admin' "
+                f"logs in with DbConnectAdmin tokens (generate_db_connect_admin_auth_token), "
+                f"every other role with DbConnect ones (generate_db_connect_auth_token)"
+            )
+        elif "expired" in lowered or "future" in lowered or "signing time" in lowered:
             advice.append(
                 f"each connection gets a token valid for {self.token_lifetime} s from signing, "
                 f"so check this machine's clock (the server compares it with its own)"
@@ -271,7 +345,9 @@ class _ConnectContext:
                 f"tokens are signed for host {self.endpoint.host!r}: pass the cluster's "
                 f"endpoint as host (to dial another address, use hostaddr=)"
             )
-        if "action" in lowered or "not authorized" in lowered or "dbconnect" in lowered:
+        if "wrong user to action mapping" not in lowered and (
+            "action" in lowered or "not authorized" in lowered or "dbconnect" in lowered
+        ):
             advice.append(
                 f"user {self.user!r} logs in with a {action} token: the IAM identity behind "
                 f"your credentials needs dsql:{action} on this cluster"
@@ -356,7 +432,7 @@ def create_async_dsql_engine(
     user: str = "admin",
     region: str | None = None,
     database: str = "postgres",
-    port: int = 5432,
+    port: int | None = None,
     schema: str | None = None,
     session: Any = None,
     profile: str | None = None,
@@ -377,6 +453,7 @@ def create_async_dsql_engine(
     """An ``AsyncEngine`` on ``auroradsql+asyncpg`` that authenticates with fresh IAM tokens.
 
     ``host`` is the cluster endpoint, or a cluster id with ``region``.
+    ``port`` defaults to ``PGPORT`` from the environment, else 5432.
     ``schema`` sets ``search_path`` on every new connection. Credentials come
     from ``session`` (an ``aioboto3.Session``), ``profile``,
     ``credentials_provider`` (a botocore or aiobotocore credential provider)
@@ -477,14 +554,14 @@ def create_dsql_engine(
     connect_args: dict[str, Any] | None = None,
     *,
     region: str | None = None,
-    port: int = 5432,
+    port: int | None = None,
     schema: str | None = None,
     session: Any = None,
     profile: str | None = None,
     credentials_provider: Any = None,
     token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
     hostaddr: str | None = None,
-    direct_tls: bool = False,
+    direct_tls: bool | None = None,
     allow_insecure_tls: bool = False,
     max_connection_age: float = DEFAULT_MAX_CONNECTION_AGE,
     connection_age_jitter: float | None = None,
@@ -497,13 +574,17 @@ def create_dsql_engine(
     ``connect_args`` may carry its connector's ``region``, ``profile``,
     ``token_duration_secs`` and ``custom_credentials_provider`` (or use the
     keyword arguments of the same meaning); other ``connect_args`` go to the
-    driver. ``session`` is a ``boto3.Session``. The other keywords mean what
-    they mean for :func:`create_async_dsql_engine`; the rest go to
-    ``create_engine``.
+    driver. ``session`` is a ``boto3.Session``. As with Amazon's helper, libpq's
+    environment fills in what is not given (``PGPORT``, ``PGHOSTADDR``, ...), and
+    TLS starts directly, without the SSLRequest round trip, when the driver's
+    libpq is version 17 or newer (``direct_tls=None``; pass ``True`` or ``False``
+    to choose). The other keywords mean what they mean for
+    :func:`create_async_dsql_engine`; the rest go to ``create_engine``.
     """
     if driver not in ("psycopg", "psycopg2"):
+        # Amazon's wording and class (ValueError), so that code handling them keeps working.
         raise ConfigurationError(
-            f"driver={driver!r} is not supported: use 'psycopg' or 'psycopg2' here, and "
+            f"Unsupported driver: {driver!r}. Use 'psycopg' or 'psycopg2' here, and "
             f"create_async_dsql_engine() for asyncio"
         )
     options: dict[str, Any] = {
@@ -535,7 +616,13 @@ def create_dsql_engine(
     )
     address = _numeric_address(hostaddr) if hostaddr else None
     explainer = _ConnectContext(
-        endpoint, user, address or endpoint.host, port, sslrootcert, lifetime, connect_timeout
+        endpoint,
+        user,
+        address,
+        driver_args.get("port", port),
+        sslrootcert,
+        lifetime,
+        connect_timeout,
     )
     counters = PoolCounters()
     libpq: dict[str, Any] = {
@@ -547,6 +634,8 @@ def create_dsql_engine(
         libpq["sslrootcert"] = sslrootcert
     if address:
         libpq["hostaddr"] = address
+    if direct_tls is None:
+        direct_tls = sslmode != "disable" and _libpq_version(driver) >= 170000
     if direct_tls:
         libpq["sslnegotiation"] = "direct"
     libpq.update(driver_args)
@@ -582,6 +671,17 @@ def create_dsql_engine(
     manage_lifetime(engine, counters, max_connection_age, jitter)
     _explain_lost_connections(engine, endpoint, counters)
     return engine
+
+
+def _libpq_version(driver: str) -> int:
+    """The version of the libpq ``driver`` runs on, as libpq gives it (170002 for 17.2)."""
+    if driver == "psycopg":
+        from psycopg import pq
+
+        return int(pq.version())
+    import psycopg2.extensions
+
+    return int(psycopg2.extensions.libpq_version())
 
 
 def _pool_arguments(

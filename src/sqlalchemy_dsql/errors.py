@@ -37,8 +37,12 @@ class DDLAfterDMLError(UnsupportedFeatureError):
     """
 
 
-class ConfigurationError(DSQLError, exc.ArgumentError):
-    """The connection settings cannot work: the message says what is wrong and what to do."""
+class ConfigurationError(DSQLError, exc.ArgumentError, ValueError):
+    """The connection settings cannot work: the message says what is wrong and what to do.
+
+    Also a ``ValueError``, the class Amazon's connector and ``create_dsql_engine``
+    raise for bad settings, so that code written for them catches it.
+    """
 
 
 class AsyncJobFailed(DSQLError):
@@ -88,6 +92,12 @@ class TLSVerificationFailed(ConnectError):
 
 class ClusterUnreachable(ConnectError):
     """No connection could be made to the cluster's address (DNS, network, port, timeout)."""
+
+
+class ClusterBusy(ConnectError):
+    """The cluster refused a new connection for now: it is waking up, or at its connection
+    limit or connection rate. Retrying later (with backoff) can succeed; a new token does not help.
+    """
 
 
 class ConnectionLost(DSQLError, exc.OperationalError):

@@ -538,9 +538,17 @@ def test_sequence_cache_refused(dialect: Dialect, cache: int) -> None:
         sql(schema.CreateSequence(sa.Sequence("s", cache=cache)), dialect)
 
 
+@pytest.mark.parametrize("type_", [sa.Integer, sa.SmallInteger, sa.BigInteger])
+def test_sequence_integer_data_type_is_widened(dialect: Dialect, type_: Any) -> None:
+    # As Amazon's dialect does (its test_int_seq): DSQL sequences are BIGINT only.
+    sequence = sa.Sequence("s", data_type=type_(), start=42)
+    assert sql(schema.CreateSequence(sequence), dialect) == (
+        "CREATE SEQUENCE s AS BIGINT START WITH 42 CACHE 65536"
+    )
+
+
 @pytest.mark.parametrize(
-    ("type_", "shown"),
-    [(sa.Integer, "INTEGER"), (sa.SmallInteger, "SMALLINT"), (sa.Numeric(20, 0), "NUMERIC")],
+    ("type_", "shown"), [(sa.Numeric(20, 0), "NUMERIC"), (sa.DECIMAL(10, 0), "DECIMAL")]
 )
 def test_sequence_data_type_refused(dialect: Dialect, type_: Any, shown: str) -> None:
     with pytest.raises(
@@ -554,6 +562,28 @@ def test_column_with_sequence_keeps_its_type(dialect: Dialect) -> None:
     assert create_table(
         dialect, sa.Column("id", sa.Integer, sa.Sequence("t_id_seq"), primary_key=True)
     ) == ("CREATE TABLE t ( id INTEGER NOT NULL, PRIMARY KEY (id) )")
+
+
+def test_optional_sequence_on_another_column_is_its_server_default(dialect: Dialect) -> None:
+    # SQLAlchemy leaves an optional Sequence to the server and omits the column from
+    # INSERTs, so without the DEFAULT the column would stay NULL.
+    table = sa.Table(
+        "t",
+        sa.MetaData(),
+        sa.Column("id", sa.BigInteger, sa.Sequence("t_seq", optional=True, schema="app")),
+        sa.Column("txt", sa.String(50)),
+    )
+    assert sql(schema.CreateTable(table), dialect) == (
+        "CREATE TABLE t ( id BIGINT DEFAULT nextval('app.t_seq'), txt VARCHAR(50) )"
+    )
+    assert "id" not in sql(table.insert().values(txt="x"), dialect).split("VALUES")[0]
+
+
+def test_optional_sequence_yields_to_a_server_default(dialect: Dialect) -> None:
+    column = sa.Column(
+        "n", sa.BigInteger, sa.Sequence("s", optional=True), server_default=sa.text("7")
+    )
+    assert create_table(dialect, column) == "CREATE TABLE t ( n BIGINT DEFAULT 7 )"
 
 
 # --------------------------------------------------------------------------
@@ -590,6 +620,34 @@ def test_foreign_key_inline(dialect: Dialect) -> None:
         "PRIMARY KEY (id), CONSTRAINT ck_positive CHECK (id > 0), "
         "FOREIGN KEY(parent_id) REFERENCES parent (id) ON DELETE CASCADE, UNIQUE (code) )"
     )
+
+
+@pytest.mark.parametrize("match", ["SIMPLE", "FULL", "full"])
+def test_foreign_key_match_simple_or_full(
+    parent_child: tuple[sa.Table, sa.Table], dialect: Dialect, match: str
+) -> None:
+    _, child = parent_child
+    fk = sa.ForeignKeyConstraint(["parent_id"], ["parent.id"], name="fk_parent", match=match)
+    child.append_constraint(fk)
+    assert sql(schema.CreateTable(child), dialect).endswith(
+        f"FOREIGN KEY(parent_id) REFERENCES parent (id) MATCH {match} )"
+    )
+
+
+@pytest.mark.parametrize("alter", [False, True])
+def test_foreign_key_match_partial_refused(
+    parent_child: tuple[sa.Table, sa.Table], dialect: Dialect, alter: bool
+) -> None:
+    _, child = parent_child
+    fk = sa.ForeignKeyConstraint(["parent_id"], ["parent.id"], name="fk_parent", match="partial")
+    child.append_constraint(fk)
+    construct = schema.AddConstraint(fk) if alter else schema.CreateTable(child)
+    with pytest.raises(
+        exc.CompileError,
+        match='Foreign key "fk_parent" on table "child" has match=\'partial\': PostgreSQL '
+        "does not implement MATCH PARTIAL, and neither does Aurora DSQL",
+    ):
+        sql(construct, dialect)
 
 
 def test_added_foreign_key_is_not_valid(

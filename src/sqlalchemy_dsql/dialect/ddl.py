@@ -59,11 +59,14 @@ Identity columns and sequences
     >= 65536, and an identity or autoincrement column of a non-integer type.
 
     ``CREATE SEQUENCE ... AS BIGINT ... CACHE n``, with ``CACHE 65536`` when
-    the ``Sequence`` gives none. Refused: a cache other than 1 or >= 65536,
-    and a ``data_type`` other than ``BigInteger`` (it is not widened: a
-    declared type is a decision about the value range, so change it in the
-    model). A column whose default is a ``Sequence`` keeps its declared type;
-    SQLAlchemy draws the value with ``nextval`` when inserting.
+    the ``Sequence`` gives none; an ``Integer`` or ``SmallInteger``
+    ``data_type`` is widened to ``BIGINT``, as for identities. Refused: a cache
+    other than 1 or >= 65536, and a non-integer ``data_type``. A column whose
+    default is a ``Sequence`` keeps its declared type; SQLAlchemy draws the
+    value with ``nextval`` when inserting. SQLAlchemy leaves an
+    ``optional=True`` sequence to the server (and creates none for it), so a
+    column that has one and is not the identity column gets ``DEFAULT
+    nextval('name')``, for a sequence you create yourself.
 
 Constraints
     Primary key, unique, check and foreign key constraints are emitted inside
@@ -74,7 +77,9 @@ Constraints
     the rows already there. Refused: adding a UNIQUE constraint or a PRIMARY
     KEY to an existing table (use ``CREATE UNIQUE INDEX ASYNC`` for the
     former; the latter can only be declared in ``CREATE TABLE``), and
-    exclusion constraints (``postgresql.ExcludeConstraint``).
+    exclusion constraints (``postgresql.ExcludeConstraint``), and a foreign key
+    ``match`` other than ``SIMPLE`` or ``FULL`` (PostgreSQL has no ``MATCH
+    PARTIAL``).
 
 Tables and columns
     Refused: ``TEMPORARY``, ``UNLOGGED`` and any other ``prefixes``; the
@@ -222,6 +227,10 @@ class DSQLDDLCompiler(PGDDLCompiler):
                 column.type, type_expression=column, identifier_preparer=self.preparer
             )
         default = self.get_column_default_string(column)
+        if default is None and not implicit and _is_optional_sequence(column.default):
+            # SQLAlchemy leaves an optional Sequence to the server on PostgreSQL and
+            # omits the column from INSERTs: without this default it would stay NULL.
+            default = self.sql_compiler.process(column.default.next_value())
         if default is not None:
             colspec += " DEFAULT " + default
         if column.computed is not None:
@@ -282,16 +291,28 @@ class DSQLDDLCompiler(PGDDLCompiler):
         sequence = create.element
         where = f'Sequence "{sequence.name}"'
         data_type = sequence.data_type
-        if data_type is not None and not isinstance(data_type, sqltypes.BigInteger):
+        if data_type is not None and not isinstance(data_type, sqltypes.Integer):
             raise exc.CompileError(
                 f"{where} is declared AS {self.type_compiler.process(data_type)}; Aurora "
                 "DSQL sequences are BIGINT only. Remove data_type or set it to BigInteger."
             )
         _check_cache(sequence.cache, where)
-        # Past PostgreSQL's override, which would write AS only for a given data_type.
+        # Any integer data_type is widened, as for identities (and as Amazon's dialect
+        # does); PostgreSQL's override would write AS only for a given data_type.
         return str(DDLCompiler.visit_create_sequence(self, create, prefix=" AS BIGINT", **kw))
 
     # -- constraints ---------------------------------------------------------
+
+    def visit_foreign_key_constraint(self, constraint: Any, **kw: Any) -> str:
+        match = constraint.match
+        if match is not None and match.upper() not in ("SIMPLE", "FULL"):
+            name = f' "{constraint.name}"' if constraint.name else ""
+            raise exc.CompileError(
+                f'Foreign key{name} on table "{constraint.parent.fullname}" has '
+                f"match={match!r}: PostgreSQL does not implement MATCH {match.upper()}, and "
+                "neither does Aurora DSQL. Use match='SIMPLE' (the default) or match='FULL'."
+            )
+        return str(super().visit_foreign_key_constraint(constraint, **kw))
 
     def visit_add_constraint(self, create: Any, **kw: Any) -> str:
         constraint = create.element
@@ -558,6 +579,10 @@ def _refuse_index_options(options: dict[str, Any], where: str) -> None:
         )
 
 
+def _is_optional_sequence(default: Any) -> bool:
+    return isinstance(default, schema.Sequence) and bool(default.optional)
+
+
 def _is_implicit_identity(column: Any) -> bool:
     """Whether ``column`` is the table's autoincrement column with nothing else generating it."""
     default = column.default
@@ -566,7 +591,7 @@ def _is_implicit_identity(column: Any) -> bool:
         and column.server_default is None
         # An optional Sequence is only for backends without another way to
         # generate keys; SQLAlchemy neither creates nor uses it on PostgreSQL.
-        and (default is None or (isinstance(default, schema.Sequence) and default.optional))
+        and (default is None or _is_optional_sequence(default))
     )
 
 
