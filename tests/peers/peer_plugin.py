@@ -4,9 +4,9 @@ It changes no test: it only settles two things about the machine the suites run 
 
 * Name resolution: DSQL endpoints (``<id>.dsql.<region>.on.aws``) resolve in
   public DNS; the emulator's do not. libpq dials ``PGHOSTADDR`` instead, but
-  asyncpg (and psycopg's async connect, which resolves in Python) ask
-  ``getaddrinfo``, so in this process alone such names answer with the
-  emulator's address. The system hosts file is never touched.
+  asyncpg has no such setting and asks ``getaddrinfo``, so in this process
+  alone such names (and no others) answer with the emulator's address. The
+  system hosts file is never touched.
 * Dialect names: Amazon's package and ours both register ``auroradsql``
   through entry points, and which one SQLAlchemy picks would depend on install
   order. Amazon's suites are about Amazon's dialect, so its names are

@@ -15,6 +15,8 @@ test key), the CA in ``SSL_CERT_FILE``. libpq reaches the DSQL-shaped name
 through ``PGHOSTADDR``; asyncpg, which has no such setting, through
 ``peer_plugin.py``. Amazon's packages register the same SQLAlchemy dialect
 name as ours, so run this only in an environment made for it (``nox -s peers``).
+pytest runs in the sdist's root, as in Amazon's CI, so the suites import the
+sdist's copy of Amazon's package: the same files as the installed 1.3.0.
 
     python tests/peers/run_peers.py sqlalchemy --driver psycopg [-- PYTEST ARGS]
 """
