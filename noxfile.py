@@ -71,6 +71,60 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 
+PEER_SUITES = ("sqlalchemy", "connector")
+
+
+@nox.session(python="3.11")
+def peers(session: nox.Session) -> None:
+    """Amazon's own suites, with Amazon's packages, against dsql-local (tests/peers/).
+
+    ``nox -s peers`` runs aurora-dsql-sqlalchemy's tests on psycopg and psycopg2
+    and the python connector's integration tests; ``-- sqlalchemy`` or
+    ``-- connector`` picks one (CI runs the sqlalchemy part).
+    """
+    session.install("-e", ".[local]")
+    # Amazon's packages stay in this session's environment: they register the same
+    # dialect name ("auroradsql") as ours. The versions match the sdists whose
+    # tests tests/peers/run_peers.py downloads.
+    session.install(
+        "aurora-dsql-sqlalchemy==1.3.0",
+        "aurora-dsql-python-connector[psycopg,psycopg2,asyncpg]==0.2.7",
+        # What Amazon's suites import besides their packages, and pip to fetch the sdists.
+        "pytest",
+        "pytest-asyncio>=1.2",
+        "python-dotenv",
+        "pip",
+    )
+    # Suite names, then "--" and pytest arguments: ``nox -s peers -- connector -- -k ssl``.
+    session.run("python", "tests/peers/run_peers.py", *(session.posargs or PEER_SUITES))
+
+
+@nox.session(python="3.11")
+def peers_ours(session: nox.Session) -> None:
+    """Amazon's aurora-dsql-sqlalchemy tests with our dialect swapped in for Amazon's.
+
+    tests/peers/run_amazon.py puts a shim ``aurora_dsql_sqlalchemy`` (re-exporting
+    ours) in place of Amazon's package and leaves out the differences docs/dialect.md
+    documents, so a green run means no undocumented drop-in gap.
+    """
+    # No Amazon package here: the shim takes its import name.
+    session.install("-e", ".[local,psycopg,psycopg2]", "pytest", "python-dotenv", "pip")
+    for driver in ("psycopg", "psycopg2"):
+        for suite in ("test", "pet-clinic"):
+            session.run(
+                "python",
+                "tests/peers/run_amazon.py",
+                "--dialect",
+                "ours",
+                "--driver",
+                driver,
+                "--suite",
+                suite,
+                "--deselect-documented",
+                *session.posargs,
+            )
+
+
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     session.install("ruff")
