@@ -156,7 +156,7 @@ def test_primary_key_drop_refused_through_psycopg(dsql: LocalDSQL) -> None:
 async def test_drop_index_concurrently_is_refused(conn: asyncpg.Connection) -> None:
     await conn.execute("CREATE TABLE IF NOT EXISTS fid_drop_idx (id bigint PRIMARY KEY, a int)")
     job_id = await conn.fetchval("CREATE INDEX ASYNC IF NOT EXISTS fid_drop_a ON fid_drop_idx (a)")
-    assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
     error = await _refusal(conn, "DROP INDEX CONCURRENTLY fid_drop_a")
     assert error.sqlstate == "0A000"
     assert error.message == "DROP INDEX CONCURRENTLY must be first action in transaction"
@@ -171,7 +171,7 @@ async def test_unique_constraint_using_a_built_index(conn: asyncpg.Connection) -
     await conn.execute("DROP TABLE IF EXISTS fid_using")
     await conn.execute("CREATE TABLE fid_using (id bigint PRIMARY KEY, email text)")
     job_id = await conn.fetchval("CREATE UNIQUE INDEX ASYNC fid_using_email ON fid_using (email)")
-    assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
     await conn.execute(
         "ALTER TABLE fid_using ADD CONSTRAINT fid_using_email UNIQUE USING INDEX fid_using_email"
     )
@@ -196,7 +196,7 @@ async def test_an_index_can_be_renamed(conn: asyncpg.Connection) -> None:
     await conn.execute("DROP TABLE IF EXISTS fid_renamed")
     await conn.execute("CREATE TABLE fid_renamed (id bigint PRIMARY KEY, a int)")
     job_id = await conn.fetchval("CREATE INDEX ASYNC fid_renamed_old ON fid_renamed (a)")
-    assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
     await conn.execute("ALTER INDEX fid_renamed_old RENAME TO fid_renamed_new")
     assert await conn.fetchval("SELECT to_regclass('fid_renamed_new') IS NOT NULL") is True
 
@@ -255,7 +255,7 @@ async def test_more_than_24_indexes_per_table_refused(conn: asyncpg.Connection) 
         "54000",
         "more than 24 indexes per table are not allowed",
     )
-    assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
     error = await _refusal(conn, "CREATE INDEX ASYNC fid_indexed_a3 ON fid_indexed (a)")
     assert error.sqlstate == "54000"
 
@@ -282,7 +282,7 @@ async def test_index_definitions_name_btree_index_and_include_every_column(
     )
     await conn.execute("ALTER TABLE fid_shapes ADD COLUMN added text")
     job_id = await conn.fetchval("CREATE INDEX ASYNC fid_shapes_name ON fid_shapes (name)")
-    assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
     definitions = dict(
         await conn.fetch(
             "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'fid_shapes'"
@@ -318,10 +318,14 @@ async def test_dsql_major_version(conn: asyncpg.Connection) -> None:
     assert await statement.fetchval() == 1
 
 
-async def test_select_form_of_wait_for_job_stays_a_boolean(conn: asyncpg.Connection) -> None:
+async def test_wait_for_job_is_a_procedure(conn: asyncpg.Connection) -> None:
     await conn.execute("CREATE TABLE IF NOT EXISTS fid_wait (id bigint PRIMARY KEY, a int)")
     job_id = await conn.fetchval("CREATE INDEX ASYNC IF NOT EXISTS fid_wait_a ON fid_wait (a)")
-    assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+    with pytest.raises(asyncpg.WrongObjectTypeError) as caught:
+        await conn.fetchval("SELECT sys.wait_for_job($1)", job_id)
+    assert caught.value.message == "sys.wait_for_job(unknown) is a procedure"
+    assert caught.value.hint == "To call a procedure, use CALL."
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
 
 
 @pytest.mark.xfail(

@@ -625,7 +625,6 @@ ACCEPTED = [
     ("SELECT current_setting('statement_timeout')", Kind.READ),
     ("SELECT * FROM pg_catalog.pg_class", Kind.READ),
     ("SELECT other.wait_for_job('x')", Kind.READ),
-    ("SELECT sys.wait_for_job('a'), 1", Kind.READ),
     ("SELECT * FROM sys.jobs", Kind.READ),
     ("SELECT gen_random_uuid()", Kind.READ),
     # WRITE
@@ -1113,10 +1112,7 @@ def test_a_table_named_async_is_not_the_keyword() -> None:
 WAITS = [
     ("CALL sys.wait_for_job('4xkzbdbq6wu5ej7tzpuqeowgfu')", "4xkzbdbq6wu5ej7tzpuqeowgfu"),
     ("call SYS.WAIT_FOR_JOB('abc');", "abc"),
-    ("SELECT sys.wait_for_job('abc')", "abc"),
-    ("SELECT sys.wait_for_job('abc') AS done", "abc"),
-    ("SELECT sys.wait_for_job('abc'::text)", "abc"),
-    ("SELECT sys.wait_for_job($1)", None),
+    ("CALL sys.wait_for_job('abc'::text)", "abc"),
     ("CALL sys.wait_for_job($1)", None),
     ("CALL sys.wait_for_job(CAST($1 AS text))", None),
 ]
@@ -1127,6 +1123,25 @@ def test_wait_for_job(sql: str, job_id: str | None) -> None:
     verdict = check(sql)
     assert verdict.rejection is None
     assert verdict.statements == (Statement(Kind.WAIT_FOR_JOB, frozenset(), job_id_literal=job_id),)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT sys.wait_for_job('abc')",
+        "SELECT sys.wait_for_job($1)",
+        "SELECT sys.wait_for_job('a'), 1",
+        "SELECT 1 WHERE sys.wait_for_job('a')",
+        "CALL app.p(sys.wait_for_job('a'))",
+    ],
+)
+def test_wait_for_job_is_a_procedure(sql: str) -> None:
+    rejection = _refusal(sql)
+    assert (rejection.sqlstate, rejection.message) == (
+        "42809",
+        "sys.wait_for_job(unknown) is a procedure",
+    )
+    assert rejection.hint == "To call a procedure, use CALL."
 
 
 def test_other_procedures_are_writes() -> None:

@@ -718,11 +718,6 @@ def _wait_for_job(call: object) -> tuple[bool, str | None]:
 
 
 def _select(stmt: ast.SelectStmt, ctx: _Context) -> _Result:
-    targets = stmt.targetList or ()
-    if len(targets) == 1 and stmt.fromClause is None and isinstance(targets[0], ast.ResTarget):
-        is_wait, job_id = _wait_for_job(targets[0].val)
-        if is_wait:
-            return _Result(Kind.WAIT_FOR_JOB, job_id_literal=job_id)
     if stmt.intoClause is not None:
         problem = _persistence_problem(stmt.intoClause.rel, "tables")
         return _Result(Kind.DDL, problem or _refuse("SELECT INTO is not supported", _CTAS_HINT))
@@ -1388,7 +1383,15 @@ def _classify(node: ast.Node, ctx: _Context) -> _Result:
     return handler(node, ctx) if handler is not None else _Result(Kind.DDL)
 
 
-def _expression_problem(facts: _Facts) -> Rejection | None:
+# sys.wait_for_job is a procedure on DSQL: only CALL runs it (live clusters, 2026-07 and
+# 2026-09: aws-samples/aurora-dsql-samples#1492 and a spike report). PostgreSQL's words.
+_WAIT_IS_A_PROCEDURE = _refuse(
+    "sys.wait_for_job(unknown) is a procedure", "To call a procedure, use CALL.", "42809"
+)
+
+
+def _expression_problem(facts: _Facts, called: ast.FuncCall | None) -> Rejection | None:
+    """Refusals found anywhere in the statement; ``called`` is a CALL statement's own call."""
     for strength in facts.locks:
         if strength == enums.LockClauseStrength.LCS_FORSHARE:
             return _refuse(
@@ -1400,6 +1403,8 @@ def _expression_problem(facts: _Facts) -> Rejection | None:
             )
     for call in facts.functions:
         schema, name = _function_name(call)
+        if (schema, name) == ("sys", "wait_for_job") and call is not called:
+            return _WAIT_IS_A_PROCEDURE
         if schema not in (None, "pg_catalog"):
             continue
         if name.startswith(("pg_advisory_", "pg_try_advisory_")):
@@ -1423,7 +1428,8 @@ def _expression_problem(facts: _Facts) -> Rejection | None:
 
 def _statement(node: ast.Node, ctx: _Context) -> tuple[Statement, Rejection | None]:
     result = _classify(node, ctx)
-    rejection = result.rejection or _expression_problem(ctx.facts)
+    called = node.funccall if isinstance(node, ast.CallStmt) else None
+    rejection = result.rejection or _expression_problem(ctx.facts, called)
     relations = frozenset() if result.kind is Kind.WAIT_FOR_JOB else frozenset(ctx.facts.relations)
     statement = Statement(
         result.kind, relations, result.async_job, result.job_id_literal, result.read_only
