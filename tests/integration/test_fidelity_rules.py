@@ -8,6 +8,7 @@ python/sqlalchemy/test (runs against a real cluster).
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -474,3 +475,33 @@ async def test_more_than_5_extended_statistics_per_table(conn: asyncpg.Connectio
         "54000",
         "more than 5 extended statistics per table are not allowed",
     )
+
+
+async def test_sys_jobs_rows_have_dsqls_shape(conn: asyncpg.Connection) -> None:
+    await conn.execute("DROP TABLE IF EXISTS fid_jobs")
+    await conn.execute("CREATE TABLE fid_jobs (id bigint PRIMARY KEY, a int)")
+    async with conn.transaction():
+        job_id = await conn.fetchval("CREATE INDEX ASYNC fid_jobs_a ON fid_jobs (a)")
+        # Not yet committed, so not yet running: a fresh row.
+        fresh = await conn.fetchrow("SELECT * FROM sys.jobs WHERE job_id = $1", job_id)
+    assert fresh is not None
+    assert list(fresh.keys()) == [
+        "job_id",
+        "status",
+        "details",
+        "job_type",
+        "class_id",
+        "object_id",
+        "object_name",
+        "start_time",
+        "update_time",
+    ]
+    assert re.fullmatch(r"[a-z2-7]{26}", job_id)
+    assert (fresh["status"], fresh["details"], fresh["update_time"]) == ("submitted", None, None)
+    assert (fresh["job_type"], fresh["class_id"]) == ("INDEX_BUILD", 1259)
+    assert fresh["object_name"] == "public.fid_jobs_a"
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
+    done = await conn.fetchrow("SELECT * FROM sys.jobs WHERE job_id = $1", job_id)
+    assert done is not None
+    assert done["object_id"] == await conn.fetchval("SELECT 'fid_jobs_a'::regclass::oid")
+    assert done["update_time"] is not None
