@@ -513,6 +513,11 @@ REFUSALS = [
         "unsupported ALTER DOMAIN ADD CONSTRAINT statement",
     ),
     ("ALTER DOMAIN d SET NOT NULL", UNSUPPORTED, "unsupported ALTER DOMAIN SET NOT NULL statement"),
+    (
+        "ALTER STATISTICS s SET STATISTICS 200",
+        "22023",
+        "statistics target 200 exceeds maximum allowed value of 100",
+    ),
     ("CREATE INDEX ASYNC i ON t (a text_pattern_ops)", UNSUPPORTED, "opclass not supported"),
     (
         "CREATE TABLE t (a int, b int, c int, d int, e int, f int, g int, h int, i int, "
@@ -731,6 +736,8 @@ ACCEPTED = [
     ("ALTER VIEW v RESET (security_barrier)", Kind.DDL),
     ("ALTER INDEX i RENAME TO j", Kind.DDL),
     ("ALTER DOMAIN d SET DEFAULT 1", Kind.DDL),
+    ("ALTER STATISTICS s SET STATISTICS 100", Kind.DDL),
+    ("ALTER STATISTICS s SET STATISTICS -1", Kind.DDL),
     ("ALTER DOMAIN d DROP NOT NULL", Kind.DDL),
     ("ALTER INDEX IF EXISTS s.i RENAME TO j", Kind.DDL),
     ("ALTER TABLE t ADD CONSTRAINT t_code UNIQUE USING INDEX t_code_idx", Kind.DDL),

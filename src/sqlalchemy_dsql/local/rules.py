@@ -971,6 +971,24 @@ def _unsupported(kind: Kind, hint: str | None = None) -> Callable[[Any, _Context
     return handler
 
 
+def _alter_statistics(stmt: ast.AlterStatsStmt, ctx: _Context) -> _Result:
+    target = _number(stmt.stxstattarget)
+    if target is None or target <= _MAX_STATISTICS_TARGET:
+        return _Result(Kind.DDL)
+    # DSQL's words (agent-plugins troubleshooting.md, observed 2026-10-01).
+    return _Result(
+        Kind.DDL,
+        _refuse(
+            f"statistics target {target} exceeds maximum allowed value of {_MAX_STATISTICS_TARGET}",
+            None,
+            _INVALID_VALUE,
+        ),
+    )
+
+
+_MAX_STATISTICS_TARGET = 100
+
+
 def _alter_domain(stmt: ast.AlterDomainStmt, ctx: _Context) -> _Result:
     # A live cluster refused both, without a recorded message (pistachio DSQL.md).
     words = _DOMAIN_REFUSALS.get(stmt.subtype or "")
@@ -1370,6 +1388,7 @@ _HANDLERS: dict[type, Callable[[Any, _Context], _Result]] = {
     ast.CreatePolicyStmt: _unsupported(Kind.DDL),
     ast.AlterPolicyStmt: _unsupported(Kind.DDL),
     ast.AlterDomainStmt: _alter_domain,
+    ast.AlterStatsStmt: _alter_statistics,
 }
 
 
