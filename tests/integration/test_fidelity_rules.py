@@ -8,6 +8,7 @@ python/sqlalchemy/test (runs against a real cluster).
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -156,7 +157,7 @@ def test_primary_key_drop_refused_through_psycopg(dsql: LocalDSQL) -> None:
 async def test_drop_index_concurrently_is_refused(conn: asyncpg.Connection) -> None:
     await conn.execute("CREATE TABLE IF NOT EXISTS fid_drop_idx (id bigint PRIMARY KEY, a int)")
     job_id = await conn.fetchval("CREATE INDEX ASYNC IF NOT EXISTS fid_drop_a ON fid_drop_idx (a)")
-    assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
     error = await _refusal(conn, "DROP INDEX CONCURRENTLY fid_drop_a")
     assert error.sqlstate == "0A000"
     assert error.message == "DROP INDEX CONCURRENTLY must be first action in transaction"
@@ -171,7 +172,7 @@ async def test_unique_constraint_using_a_built_index(conn: asyncpg.Connection) -
     await conn.execute("DROP TABLE IF EXISTS fid_using")
     await conn.execute("CREATE TABLE fid_using (id bigint PRIMARY KEY, email text)")
     job_id = await conn.fetchval("CREATE UNIQUE INDEX ASYNC fid_using_email ON fid_using (email)")
-    assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
     await conn.execute(
         "ALTER TABLE fid_using ADD CONSTRAINT fid_using_email UNIQUE USING INDEX fid_using_email"
     )
@@ -196,7 +197,7 @@ async def test_an_index_can_be_renamed(conn: asyncpg.Connection) -> None:
     await conn.execute("DROP TABLE IF EXISTS fid_renamed")
     await conn.execute("CREATE TABLE fid_renamed (id bigint PRIMARY KEY, a int)")
     job_id = await conn.fetchval("CREATE INDEX ASYNC fid_renamed_old ON fid_renamed (a)")
-    assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
     await conn.execute("ALTER INDEX fid_renamed_old RENAME TO fid_renamed_new")
     assert await conn.fetchval("SELECT to_regclass('fid_renamed_new') IS NOT NULL") is True
 
@@ -255,7 +256,7 @@ async def test_more_than_24_indexes_per_table_refused(conn: asyncpg.Connection) 
         "54000",
         "more than 24 indexes per table are not allowed",
     )
-    assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
     error = await _refusal(conn, "CREATE INDEX ASYNC fid_indexed_a3 ON fid_indexed (a)")
     assert error.sqlstate == "54000"
 
@@ -282,7 +283,7 @@ async def test_index_definitions_name_btree_index_and_include_every_column(
     )
     await conn.execute("ALTER TABLE fid_shapes ADD COLUMN added text")
     job_id = await conn.fetchval("CREATE INDEX ASYNC fid_shapes_name ON fid_shapes (name)")
-    assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
     definitions = dict(
         await conn.fetch(
             "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'fid_shapes'"
@@ -318,10 +319,14 @@ async def test_dsql_major_version(conn: asyncpg.Connection) -> None:
     assert await statement.fetchval() == 1
 
 
-async def test_select_form_of_wait_for_job_stays_a_boolean(conn: asyncpg.Connection) -> None:
+async def test_wait_for_job_is_a_procedure(conn: asyncpg.Connection) -> None:
     await conn.execute("CREATE TABLE IF NOT EXISTS fid_wait (id bigint PRIMARY KEY, a int)")
     job_id = await conn.fetchval("CREATE INDEX ASYNC IF NOT EXISTS fid_wait_a ON fid_wait (a)")
-    assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+    with pytest.raises(asyncpg.WrongObjectTypeError) as caught:
+        await conn.fetchval("SELECT sys.wait_for_job($1)", job_id)
+    assert caught.value.message == "sys.wait_for_job(unknown) is a procedure"
+    assert caught.value.hint == "To call a procedure, use CALL."
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
 
 
 @pytest.mark.xfail(
@@ -470,3 +475,33 @@ async def test_more_than_5_extended_statistics_per_table(conn: asyncpg.Connectio
         "54000",
         "more than 5 extended statistics per table are not allowed",
     )
+
+
+async def test_sys_jobs_rows_have_dsqls_shape(conn: asyncpg.Connection) -> None:
+    await conn.execute("DROP TABLE IF EXISTS fid_jobs")
+    await conn.execute("CREATE TABLE fid_jobs (id bigint PRIMARY KEY, a int)")
+    async with conn.transaction():
+        job_id = await conn.fetchval("CREATE INDEX ASYNC fid_jobs_a ON fid_jobs (a)")
+        # Not yet committed, so not yet running: a fresh row.
+        fresh = await conn.fetchrow("SELECT * FROM sys.jobs WHERE job_id = $1", job_id)
+    assert fresh is not None
+    assert list(fresh.keys()) == [
+        "job_id",
+        "status",
+        "details",
+        "job_type",
+        "class_id",
+        "object_id",
+        "object_name",
+        "start_time",
+        "update_time",
+    ]
+    assert re.fullmatch(r"[a-z2-7]{26}", job_id)
+    assert (fresh["status"], fresh["details"], fresh["update_time"]) == ("submitted", None, None)
+    assert (fresh["job_type"], fresh["class_id"]) == ("INDEX_BUILD", 1259)
+    assert fresh["object_name"] == "public.fid_jobs_a"
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
+    done = await conn.fetchrow("SELECT * FROM sys.jobs WHERE job_id = $1", job_id)
+    assert done is not None
+    assert done["object_id"] == await conn.fetchval("SELECT 'fid_jobs_a'::regclass::oid")
+    assert done["update_time"] is not None

@@ -96,7 +96,7 @@ def test_existing_server_as_backend(dsql: LocalDSQL) -> None:
             "CREATE INDEX ASYNC IF NOT EXISTS shared_idx ON shared_t (a)"
         ).fetchone()
         assert job_id is not None
-        assert conn.execute("SELECT sys.wait_for_job(%s)", job_id).fetchone() == (True,)
+        assert conn.execute("CALL sys.wait_for_job(%s)", job_id).fetchone() == (True,)
 
 
 def test_backend_url_must_name_the_postgres_database() -> None:

@@ -49,7 +49,7 @@ async def test_index_job_completes_and_is_listed(conn: asyncpg.Connection) -> No
     )
     assert isinstance(job_id, str)
     assert len(job_id) == 26
-    assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
     row = await conn.fetchrow("SELECT status, job_type FROM sys.jobs WHERE job_id = $1", job_id)
     assert (row["status"], row["job_type"]) == ("completed", "INDEX_BUILD")
     definition = await conn.fetchval(
@@ -79,7 +79,7 @@ async def test_index_job_finds_the_table_on_the_sessions_search_path(
     await conn.execute("SET search_path TO path_s")
     try:
         job_id = await conn.fetchval("CREATE INDEX ASYNC IF NOT EXISTS path_t_a ON path_t (a)")
-        assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+        assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
         schemas = await conn.fetch("SELECT schemaname FROM pg_indexes WHERE indexname = 'path_t_a'")
         assert [r["schemaname"] for r in schemas] == ["path_s"]
     finally:
@@ -90,7 +90,7 @@ async def test_unique_build_over_duplicates_fails_the_job(conn: asyncpg.Connecti
     await conn.execute("CREATE TABLE IF NOT EXISTS dup_t (id bigint PRIMARY KEY, email text)")
     await conn.execute("INSERT INTO dup_t VALUES (1, 'a@x'), (2, 'a@x') ON CONFLICT DO NOTHING")
     job_id = await conn.fetchval("CREATE UNIQUE INDEX ASYNC dup_t_email ON dup_t (email)")
-    assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is False
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is False
     status, details = await conn.fetchrow(
         "SELECT status, details FROM sys.jobs WHERE job_id = $1", job_id
     )
@@ -110,7 +110,7 @@ async def test_validate_constraint_job(conn: asyncpg.Connection) -> None:
         "REFERENCES parent_t (id) NOT VALID"
     )
     job_id = await conn.fetchval("ALTER TABLE ASYNC child_t VALIDATE CONSTRAINT child_parent_fk")
-    assert await conn.fetchval("SELECT sys.wait_for_job($1)", job_id) is True
+    assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
     assert (
         await conn.fetchval("SELECT job_type FROM sys.jobs WHERE job_id = $1", job_id)
         == "VALIDATE_CONSTRAINT"
@@ -133,7 +133,7 @@ async def test_async_ddl_is_not_allowed_in_a_multi_statement_query(
 
 async def test_wait_for_unknown_job(conn: asyncpg.Connection) -> None:
     with pytest.raises(asyncpg.UndefinedObjectError, match="does not exist"):
-        await conn.fetchval("SELECT sys.wait_for_job('nosuchjob')")
+        await conn.fetchval("CALL sys.wait_for_job('nosuchjob')")
 
 
 # -- limits --------------------------------------------------------------------

@@ -513,6 +513,11 @@ REFUSALS = [
         "unsupported ALTER DOMAIN ADD CONSTRAINT statement",
     ),
     ("ALTER DOMAIN d SET NOT NULL", UNSUPPORTED, "unsupported ALTER DOMAIN SET NOT NULL statement"),
+    (
+        "ALTER STATISTICS s SET STATISTICS 200",
+        "22023",
+        "statistics target 200 exceeds maximum allowed value of 100",
+    ),
     ("CREATE INDEX ASYNC i ON t (a text_pattern_ops)", UNSUPPORTED, "opclass not supported"),
     (
         "CREATE TABLE t (a int, b int, c int, d int, e int, f int, g int, h int, i int, "
@@ -625,7 +630,6 @@ ACCEPTED = [
     ("SELECT current_setting('statement_timeout')", Kind.READ),
     ("SELECT * FROM pg_catalog.pg_class", Kind.READ),
     ("SELECT other.wait_for_job('x')", Kind.READ),
-    ("SELECT sys.wait_for_job('a'), 1", Kind.READ),
     ("SELECT * FROM sys.jobs", Kind.READ),
     ("SELECT gen_random_uuid()", Kind.READ),
     # WRITE
@@ -732,6 +736,8 @@ ACCEPTED = [
     ("ALTER VIEW v RESET (security_barrier)", Kind.DDL),
     ("ALTER INDEX i RENAME TO j", Kind.DDL),
     ("ALTER DOMAIN d SET DEFAULT 1", Kind.DDL),
+    ("ALTER STATISTICS s SET STATISTICS 100", Kind.DDL),
+    ("ALTER STATISTICS s SET STATISTICS -1", Kind.DDL),
     ("ALTER DOMAIN d DROP NOT NULL", Kind.DDL),
     ("ALTER INDEX IF EXISTS s.i RENAME TO j", Kind.DDL),
     ("ALTER TABLE t ADD CONSTRAINT t_code UNIQUE USING INDEX t_code_idx", Kind.DDL),
@@ -1113,10 +1119,7 @@ def test_a_table_named_async_is_not_the_keyword() -> None:
 WAITS = [
     ("CALL sys.wait_for_job('4xkzbdbq6wu5ej7tzpuqeowgfu')", "4xkzbdbq6wu5ej7tzpuqeowgfu"),
     ("call SYS.WAIT_FOR_JOB('abc');", "abc"),
-    ("SELECT sys.wait_for_job('abc')", "abc"),
-    ("SELECT sys.wait_for_job('abc') AS done", "abc"),
-    ("SELECT sys.wait_for_job('abc'::text)", "abc"),
-    ("SELECT sys.wait_for_job($1)", None),
+    ("CALL sys.wait_for_job('abc'::text)", "abc"),
     ("CALL sys.wait_for_job($1)", None),
     ("CALL sys.wait_for_job(CAST($1 AS text))", None),
 ]
@@ -1127,6 +1130,25 @@ def test_wait_for_job(sql: str, job_id: str | None) -> None:
     verdict = check(sql)
     assert verdict.rejection is None
     assert verdict.statements == (Statement(Kind.WAIT_FOR_JOB, frozenset(), job_id_literal=job_id),)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT sys.wait_for_job('abc')",
+        "SELECT sys.wait_for_job($1)",
+        "SELECT sys.wait_for_job('a'), 1",
+        "SELECT 1 WHERE sys.wait_for_job('a')",
+        "CALL app.p(sys.wait_for_job('a'))",
+    ],
+)
+def test_wait_for_job_is_a_procedure(sql: str) -> None:
+    rejection = _refusal(sql)
+    assert (rejection.sqlstate, rejection.message) == (
+        "42809",
+        "sys.wait_for_job(unknown) is a procedure",
+    )
+    assert rejection.hint == "To call a procedure, use CALL."
 
 
 def test_other_procedures_are_writes() -> None:

@@ -57,13 +57,39 @@ ALTER TABLE sys._jobs ADD COLUMN IF NOT EXISTS search_path text NOT NULL DEFAULT
 ALTER TABLE sys._jobs ADD COLUMN IF NOT EXISTS table_oid oid;
 DROP FUNCTION IF EXISTS sys._submit_job(text, text, text, text);
 DROP FUNCTION IF EXISTS sys._submit_job(text, text, text, text, text);
-CREATE OR REPLACE VIEW sys.jobs AS
-  SELECT job_id, status, details, job_type, object_name, start_time, update_time FROM sys._jobs;
+-- DSQL's columns (a live cluster, 2026-09-23): the object as a catalog address, its name
+-- schema-qualified, and no update_time until the job has moved on from submitted.
+DROP VIEW IF EXISTS sys.jobs;
+CREATE VIEW sys.jobs AS
+  SELECT j.job_id, j.status, j.details, j.job_type,
+         CASE j.job_type WHEN 'INDEX_BUILD' THEN 'pg_class'::regclass::oid
+                         ELSE 'pg_constraint'::regclass::oid END AS class_id,
+         CASE j.job_type
+           WHEN 'INDEX_BUILD' THEN (SELECT c.oid FROM pg_class c
+                                    WHERE c.relname = j.object_name
+                                      AND c.relnamespace = t.relnamespace)
+           ELSE (SELECT k.oid FROM pg_constraint k
+                 WHERE k.conrelid = j.table_oid AND k.conname = j.object_name)
+         END AS object_id,
+         CASE WHEN j.job_type = 'INDEX_BUILD' AND n.nspname IS NOT NULL
+              THEN n.nspname || '.' || j.object_name ELSE j.object_name END AS object_name,
+         j.start_time,
+         CASE WHEN j.status = 'submitted' THEN NULL ELSE j.update_time END AS update_time
+  FROM sys._jobs j
+  LEFT JOIN pg_class t ON t.oid = j.table_oid
+  LEFT JOIN pg_namespace n ON n.oid = t.relnamespace;
 GRANT SELECT ON sys.jobs TO PUBLIC;
 CREATE OR REPLACE FUNCTION sys._submit_job(job_type text, object_name text, table_name text,
                                            backend_sql text, search_path text, table_oid oid)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
-DECLARE new_id text := substr(replace(gen_random_uuid()::text, '-', ''), 1, 26);
+DECLARE
+  -- 128 random bits as DSQL writes job ids: 26 characters of lowercase base32.
+  raw bytea := uuid_send(gen_random_uuid());
+  new_id text := (
+    SELECT string_agg(substr('abcdefghijklmnopqrstuvwxyz234567', 1 + (
+             SELECT sum(get_bit(raw, i * 5 + b) << b)::integer
+             FROM generate_series(0, 4) b WHERE i * 5 + b < 128), 1), '' ORDER BY i)
+    FROM generate_series(0, 25) i);
 BEGIN
   -- DSQL counts an index against the table's 24 from submission on, built or not.
   IF job_type = 'INDEX_BUILD' AND table_oid IS NOT NULL

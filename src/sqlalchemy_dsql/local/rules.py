@@ -719,11 +719,6 @@ def _wait_for_job(call: object) -> tuple[bool, str | None]:
 
 
 def _select(stmt: ast.SelectStmt, ctx: _Context) -> _Result:
-    targets = stmt.targetList or ()
-    if len(targets) == 1 and stmt.fromClause is None and isinstance(targets[0], ast.ResTarget):
-        is_wait, job_id = _wait_for_job(targets[0].val)
-        if is_wait:
-            return _Result(Kind.WAIT_FOR_JOB, job_id_literal=job_id)
     if stmt.intoClause is not None:
         problem = _persistence_problem(stmt.intoClause.rel, "tables")
         return _Result(Kind.DDL, problem or _refuse("SELECT INTO is not supported", _CTAS_HINT))
@@ -975,6 +970,24 @@ def _unsupported(kind: Kind, hint: str | None = None) -> Callable[[Any, _Context
         return _Result(kind, _refuse(_unsupported_statement(stmt), hint))
 
     return handler
+
+
+def _alter_statistics(stmt: ast.AlterStatsStmt, ctx: _Context) -> _Result:
+    target = _number(stmt.stxstattarget)
+    if target is None or target <= _MAX_STATISTICS_TARGET:
+        return _Result(Kind.DDL)
+    # DSQL's words (agent-plugins troubleshooting.md, observed 2026-10-01).
+    return _Result(
+        Kind.DDL,
+        _refuse(
+            f"statistics target {target} exceeds maximum allowed value of {_MAX_STATISTICS_TARGET}",
+            None,
+            _INVALID_VALUE,
+        ),
+    )
+
+
+_MAX_STATISTICS_TARGET = 100
 
 
 def _alter_domain(stmt: ast.AlterDomainStmt, ctx: _Context) -> _Result:
@@ -1376,6 +1389,7 @@ _HANDLERS: dict[type, Callable[[Any, _Context], _Result]] = {
     ast.CreatePolicyStmt: _unsupported(Kind.DDL),
     ast.AlterPolicyStmt: _unsupported(Kind.DDL),
     ast.AlterDomainStmt: _alter_domain,
+    ast.AlterStatsStmt: _alter_statistics,
 }
 
 
@@ -1389,7 +1403,15 @@ def _classify(node: ast.Node, ctx: _Context) -> _Result:
     return handler(node, ctx) if handler is not None else _Result(Kind.DDL)
 
 
-def _expression_problem(facts: _Facts) -> Rejection | None:
+# sys.wait_for_job is a procedure on DSQL: only CALL runs it (live clusters, 2026-07 and
+# 2026-09: aws-samples/aurora-dsql-samples#1492 and a spike report). PostgreSQL's words.
+_WAIT_IS_A_PROCEDURE = _refuse(
+    "sys.wait_for_job(unknown) is a procedure", "To call a procedure, use CALL.", "42809"
+)
+
+
+def _expression_problem(facts: _Facts, called: ast.FuncCall | None) -> Rejection | None:
+    """Refusals found anywhere in the statement; ``called`` is a CALL statement's own call."""
     for strength in facts.locks:
         if strength == enums.LockClauseStrength.LCS_FORSHARE:
             return _refuse(
@@ -1401,6 +1423,8 @@ def _expression_problem(facts: _Facts) -> Rejection | None:
             )
     for call in facts.functions:
         schema, name = _function_name(call)
+        if (schema, name) == ("sys", "wait_for_job") and call is not called:
+            return _WAIT_IS_A_PROCEDURE
         if schema not in (None, "pg_catalog"):
             continue
         if name.startswith(("pg_advisory_", "pg_try_advisory_")):
@@ -1424,7 +1448,8 @@ def _expression_problem(facts: _Facts) -> Rejection | None:
 
 def _statement(node: ast.Node, ctx: _Context) -> tuple[Statement, Rejection | None]:
     result = _classify(node, ctx)
-    rejection = result.rejection or _expression_problem(ctx.facts)
+    called = node.funccall if isinstance(node, ast.CallStmt) else None
+    rejection = result.rejection or _expression_problem(ctx.facts, called)
     relations = frozenset() if result.kind is Kind.WAIT_FOR_JOB else frozenset(ctx.facts.relations)
     statement = Statement(
         result.kind, relations, result.async_job, result.job_id_literal, result.read_only
