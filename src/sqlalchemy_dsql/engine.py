@@ -335,7 +335,9 @@ class _ConnectContext:
                 f"logs in with DbConnectAdmin tokens (generate_db_connect_admin_auth_token), "
                 f"every other role with DbConnect ones (generate_db_connect_auth_token)"
             )
-        elif "expired" in lowered or "future" in lowered or "signing time" in lowered:
+        elif any(
+            word in lowered for word in ("expired", "future", "signing time", "not yet current")
+        ):
             advice.append(
                 f"each connection gets a token valid for {self.token_lifetime} s from signing, "
                 f"so check this machine's clock (the server compares it with its own)"

@@ -41,10 +41,6 @@ pytestmark = pytest.mark.integration
 # and "unable to accept connection, access denied" with the reason in the HINT for a token.
 # engine.py still reads only the first line of the message and looks for "SSL ... required",
 # so these explanations are lost until it recognises those words (an engine-room change).
-_ENGINE_READS_DSQL_WORDS = pytest.mark.xfail(
-    strict=True, reason="engine.py must read DSQL's HINT and 'SSL is mandatory'"
-)
-
 # A key pair the strict emulator lets DbConnect but not DbConnectAdmin.
 CONNECT_ONLY = Credentials("AKIADSQLCONNECTONLY1", "connect-only-secret-not-real")
 # The strict emulator's clock runs this far ahead: a 900 s token is already expired there.
@@ -95,7 +91,6 @@ async def _failure(
     return str(caught.value)
 
 
-@_ENGINE_READS_DSQL_WORDS
 async def test_expired_token(strict_dsql: LocalDSQL, caplog: pytest.LogCaptureFixture) -> None:
     message = await _failure({}, strict_dsql, AuthenticationFailed, caplog)
     assert "refused the IAM token for user 'admin'" in message
@@ -112,7 +107,6 @@ async def test_long_lived_token_passes_the_skewed_clock(strict_dsql: LocalDSQL) 
         await engine.dispose()
 
 
-@_ENGINE_READS_DSQL_WORDS
 async def test_token_for_the_wrong_host(
     strict_dsql: LocalDSQL, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -194,7 +188,6 @@ async def test_connect_timeout(caplog: pytest.LogCaptureFixture, dsql: LocalDSQL
     assert "connect_timeout=0.5" in message
 
 
-@_ENGINE_READS_DSQL_WORDS
 async def test_plaintext_refused_by_the_server(
     dsql: LocalDSQL, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -218,7 +211,6 @@ def test_region_contradicting_the_endpoint() -> None:
         )
 
 
-@_ENGINE_READS_DSQL_WORDS
 def test_sync_engine_errors_are_explained_too(
     strict_dsql: LocalDSQL, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -329,11 +329,6 @@ async def test_wait_for_job_is_a_procedure(conn: asyncpg.Connection) -> None:
     assert await conn.fetchval("CALL sys.wait_for_job($1)", job_id) is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="session.py still sends CALL sys.wait_for_job(...) as a plain SELECT, whose column "
-    "is named after the function; SELECT * FROM sys.wait_for_job(...) names it succeeded",
-)
 async def test_call_wait_for_job_answers_succeeded(conn: asyncpg.Connection) -> None:
     await conn.execute("CREATE TABLE IF NOT EXISTS fid_wait (id bigint PRIMARY KEY, a int)")
     job_id = await conn.fetchval("CREATE INDEX ASYNC IF NOT EXISTS fid_wait_b ON fid_wait (a)")

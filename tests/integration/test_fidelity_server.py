@@ -169,11 +169,6 @@ def test_a_switch_that_is_not_a_setting_is_refused(dsql: LocalDSQL) -> None:
         psycopg.connect(dsql.conninfo(), options="-e")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rules.py still accepts SET default_transaction_read_only, which DSQL refuses "
-    "(pistachio DSQL.md); the startup check follows the SET rules, so this passes once they do",
-)
 async def test_default_transaction_read_only_at_startup_is_refused(dsql: LocalDSQL) -> None:
     with pytest.raises(asyncpg.FeatureNotSupportedError, match="default_transaction_read_only"):
         await asyncpg.connect(

@@ -521,27 +521,19 @@ class EngineRefusal:
     signed_at: dt.timedelta = dt.timedelta(0)
 
 
-# dsql-local now answers in DSQL's recorded words: "SSL is mandatory" (08P01) for plaintext,
-# and "unable to accept connection, access denied" with the reason in the HINT for a token.
-# engine.py still reads only the first line of the message and looks for "SSL ... required",
-# so these explanations are lost until it recognises those words (an engine-room change).
-_ENGINE_READS_DSQL_WORDS = pytest.mark.xfail(
-    strict=True, reason="engine.py must read DSQL's HINT and 'SSL is mandatory'"
-)
-
 ENGINE_REFUSALS = [
     EngineRefusal(
         "expired",
         lambda d: {},
         AuthenticationFailed,
-        ("the token has expired", "check this machine's clock"),
+        ("HINT: Signature expired: ", "check this machine's clock"),
         signed_at=-dt.timedelta(hours=1),
     ),
     EngineRefusal(
         "signed-in-the-future",
         lambda d: {},
         AuthenticationFailed,
-        ("signing time is in the future", "check this machine's clock"),
+        ("HINT: Signature not yet current: ", "check this machine's clock"),
         signed_at=dt.timedelta(minutes=10),
     ),
     EngineRefusal(
@@ -586,18 +578,6 @@ ENGINE_REFUSALS = [
     ),
 ]
 
-# The cases whose explanation depends on the words _ENGINE_READS_DSQL_WORDS is about.
-_LOST_IN_THE_HINT = frozenset(
-    {
-        "expired",
-        "signed-in-the-future",
-        "forged-with-a-wrong-secret",
-        "unknown-credentials",
-        "another-clusters-endpoint",
-        "plaintext",
-    }
-)
-
 
 @pytest.fixture
 def minted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -625,10 +605,7 @@ def _secrets(dsql: LocalDSQL, minted: list[str], *more: str | None) -> list[str]
 
 @pytest.mark.parametrize(
     "case",
-    [
-        pytest.param(case, marks=_ENGINE_READS_DSQL_WORDS) if case.id in _LOST_IN_THE_HINT else case
-        for case in ENGINE_REFUSALS
-    ],
+    ENGINE_REFUSALS,
     ids=[case.id for case in ENGINE_REFUSALS],
 )
 async def test_engine_refusals_are_explained_and_keep_secrets(
@@ -659,7 +636,6 @@ async def test_engine_refusals_are_explained_and_keep_secrets(
     assert_no_secrets(texts, _secrets(dsql, minted, case.secret))
 
 
-@_ENGINE_READS_DSQL_WORDS
 def test_sync_engine_refusal_keeps_secrets(
     dsql: LocalDSQL, minted: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -83,6 +83,20 @@ def test_expired_token_is_told_by_its_hint(error: BaseException) -> None:
     assert "needs dsql:" not in message  # not a permissions problem
 
 
+NOT_YET_CURRENT_HINT = (
+    "Signature not yet current: 20261202T053201Z is still later than 20261202T050702Z "
+    "(20261202T050202Z + 5 min.)"
+)
+AHEAD = every_driver("28P01", "unable to accept connection, access denied", NOT_YET_CURRENT_HINT)
+
+
+@pytest.mark.parametrize("error", AHEAD, ids=ids(AHEAD))
+def test_token_signed_ahead_of_the_server_clock_gets_clock_advice(error: BaseException) -> None:
+    message = str(context().explain(error))
+    assert "so check this machine's clock" in message
+    assert "needs dsql:" not in message
+
+
 DENIED = every_driver("08P01", "unable to accept connection, access denied")
 
 
