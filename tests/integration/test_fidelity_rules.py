@@ -21,6 +21,25 @@ from sqlalchemy_dsql.local import LocalDSQL
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module", autouse=True)
+async def _leave_public_as_found(dsql: LocalDSQL) -> AsyncIterator[None]:
+    """Drop this module's objects afterwards: other suites compare the whole public schema."""
+    yield
+    backend = await asyncpg.connect(dsql.backend_url)
+    try:
+        for kind, relkinds in (("VIEW", "{v}"), ("TABLE", "{r}"), ("SEQUENCE", "{S}")):
+            names = await backend.fetch(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relname LIKE 'fid\\_%' "
+                'AND c.relkind = ANY($1::text::"char"[])',
+                relkinds,
+            )
+            for record in names:
+                await backend.execute(f'DROP {kind} IF EXISTS "{record["relname"]}" CASCADE')
+    finally:
+        await backend.close()
+
+
 @pytest.fixture
 async def conn(dsql: LocalDSQL) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(**dsql.connect_kwargs(), statement_cache_size=0)

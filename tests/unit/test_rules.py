@@ -278,6 +278,8 @@ REFUSALS = [
     ("CREATE TABLE t (tags text ARRAY)", UNSUPPORTED, "datatype text[] not supported"),
     ("CREATE TABLE t (grid int[3][3])", UNSUPPORTED, "datatype integer[] not supported"),
     ("CREATE TABLE t (body text COMPRESSION lz4)", UNSUPPORTED, "COMPRESSION clause not supported"),
+    ("CREATE TABLE t (addr inet)", UNSUPPORTED, "datatype inet not supported"),
+    ("ALTER TABLE t ADD COLUMN addr inet", UNSUPPORTED, "datatype inet not supported"),
     ("CREATE TABLE t (code char(4097))", "54000", "greater than 4096 bytes not supported for char"),
     ("CREATE TABLE t (code character(5000))", "54000", "4096 bytes not supported for char"),
     (
@@ -744,6 +746,8 @@ ACCEPTED = [
     ("ALTER TABLE t ADD UNIQUE USING INDEX t_code_idx", Kind.DDL),
     ("DROP INDEX i", Kind.DDL),
     ("CREATE TABLE t (code char(4096), name varchar(65535), price numeric)", Kind.DDL),
+    ("CREATE TABLE t (doc jsonb, body json)", Kind.DDL),
+    ("SELECT '10.0.0.1'::inet << '10.0.0.0/8'::inet", Kind.READ),
     ("CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY (CACHE 65536))", Kind.DDL),
     ("ALTER VIEW v OWNER TO app", Kind.DDL),
     ("ALTER SCHEMA app RENAME TO app2", Kind.DDL),

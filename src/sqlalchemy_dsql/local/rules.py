@@ -444,6 +444,10 @@ def _option(options: Sequence[Any] | None, name: str) -> ast.DefElem | None:
 
 
 _SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"})
+# Types DSQL has in queries only, not as columns (AWS supported data types page, "Query
+# runtime data types"; agent-plugins development-guide.md). jsonb was once listed too,
+# but a live cluster stored jsonb columns in 2026-09.
+_RUNTIME_ONLY_TYPES = frozenset({"inet"})
 # The largest declared length DSQL accepts, checked at DDL time (agent-plugins
 # limits-and-error-codes.md, observed on a cluster).
 _DECLARED_SIZE_LIMITS = {"bpchar": ("char", 4096), "varchar": ("varchar", 65535)}
@@ -576,6 +580,11 @@ def _column_problem(column: ast.ColumnDef, *, adding: bool) -> Rejection | None:
         return _refuse(
             f"datatype {_type_display(names)}[] not supported",
             "store the values as json/jsonb, or in a table of their own",
+        )
+    if names and names[-1] in _RUNTIME_ONLY_TYPES:
+        return _refuse(
+            f"datatype {names[-1]} not supported",
+            "store the address as text and cast it in queries",
         )
     if column.collClause is not None:
         return _refuse("COLLATE clause not supported", "DSQL uses the C collation only")
