@@ -26,10 +26,6 @@ async def engine(dsql: LocalDSQL) -> AsyncIterator[AsyncEngine]:
     await made.dispose()
 
 
-async def _server_pid(conn: AsyncConnection) -> int:
-    return int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
-
-
 def _session_id(conn: AsyncConnection) -> int:
     # The emulator hands out its session id as the backend pid (what kill() takes).
     raw = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
@@ -93,11 +89,11 @@ async def test_connections_are_retired_at_checkout(dsql: LocalDSQL) -> None:
     engine = async_engine(dsql, max_connection_age=0.5, connection_age_jitter=0)
     try:
         async with engine.connect() as conn:
-            first = await _server_pid(conn)
+            first = _session_id(conn)
         # Past its age while idle in the pool: the next checkout opens a new one.
         await asyncio.sleep(0.7)
         async with engine.connect() as conn:
-            second = await _server_pid(conn)
+            second = _session_id(conn)
         assert first != second
         assert pool_counters(engine).retired_for_age_at_checkout == 1
     finally:
@@ -110,14 +106,14 @@ async def test_retirement_waits_for_the_transaction_and_happens_at_checkin(
     engine = async_engine(dsql, max_connection_age=0.5, connection_age_jitter=0)
     try:
         async with engine.begin() as conn:
-            first = await _server_pid(conn)
+            first = _session_id(conn)
             await asyncio.sleep(0.7)  # past the age, mid-transaction: nothing happens
-            assert await _server_pid(conn) == first
+            assert _session_id(conn) == first
         counters = pool_counters(engine)
         assert counters.retired_for_age_at_checkin == 1
         assert first not in dsql.session_ids()  # closed as it came back, not left idle
         async with engine.connect() as conn:
-            assert await _server_pid(conn) != first
+            assert _session_id(conn) != first
         assert counters.retired_for_age_at_checkout == 0
     finally:
         await engine.dispose()

@@ -214,3 +214,18 @@ async def test_many_sessions_keep_their_own_transaction_state(dsql: LocalDSQL) -
     finally:
         for connection in connections:
             await connection.close()
+
+
+async def test_errors_of_the_emulators_own_catalog_checks_carry_no_context(
+    dsql: LocalDSQL,
+) -> None:
+    """DSQL's limit errors have no CONTEXT; the backend helper that raises them must not show."""
+    connection = await asyncpg.connect(**dsql.connect_kwargs())
+    try:
+        columns = ", ".join(f"c{number} int" for number in range(257))
+        with pytest.raises(asyncpg.PostgresError) as caught:
+            await connection.execute(f"CREATE TABLE fidelity_wide ({columns})")
+        assert caught.value.sqlstate == "54011"
+        assert caught.value.context is None
+    finally:
+        await connection.close()

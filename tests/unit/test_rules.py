@@ -120,6 +120,8 @@ REFUSALS = [
     ("VACUUM", UNSUPPORTED, "VACUUM"),
     ("VACUUM (ANALYZE) t", UNSUPPORTED, "VACUUM"),
     ("CLUSTER t USING t_pkey", UNSUPPORTED, "CLUSTER"),
+    # a live-cluster report (beekeeper-studio#3224): drivers keep the pid from BackendKeyData
+    ("SELECT pg_backend_pid()", UNSUPPORTED, "function pg_backend_pid not supported"),
     # advisory locks, anywhere in an expression
     ("SELECT pg_advisory_lock(1)", UNSUPPORTED, "function pg_advisory_lock not supported"),
     (

@@ -150,6 +150,12 @@ def parse_error_fields(body: bytes | memoryview) -> dict[str, str]:
     return fields
 
 
+def error_from_fields(error_fields: Mapping[str, str]) -> bytes:
+    """An ErrorResponse carrying exactly ``error_fields`` (as :func:`parse_error_fields` reads)."""
+    body = b"".join(code.encode() + cstring(value) for code, value in error_fields.items())
+    return message(b"E", body + b"\x00")
+
+
 def error(
     sqlstate: str,
     text: str,

@@ -1443,6 +1443,10 @@ def _expression_problem(facts: _Facts, called: ast.FuncCall | None) -> Rejection
                 f"function {name} not supported",
                 "DSQL has no advisory locks; it uses optimistic concurrency control",
             )
+        if name == "pg_backend_pid":
+            # A live-cluster report (beekeeper-studio#3224); drivers read the session's id
+            # from the startup reply (BackendKeyData) instead.
+            return _refuse("function pg_backend_pid not supported")
         if name == "pg_notify":
             return _refuse("pg_notify() is not supported", _NO_LISTEN)
         if name == "set_config":

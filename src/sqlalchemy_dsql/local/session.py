@@ -44,6 +44,8 @@ from .rules import Kind, Rejection
 from .transaction import ABORTED, CONFLICT, SCHEMA_CONFLICT, Transaction, TransactionState
 
 _MARKER = "DSQL_LOCAL_REJECT_"
+# The CONTEXT of errors raised by the helpers the emulator installs in the backend.
+_OWN_CONTEXT = "PL/pgSQL function sys._"
 # Serialization failure, deadlock, and a lock wait DSQL would not have made.
 _CONFLICT_STATES = frozenset({"40001", "40P01", "55P03"})
 # An intercepted reply that goes to the client unchanged.
@@ -898,6 +900,10 @@ class Session:
             self.counters.conflicts += 1
             self._host.totals.conflicts += 1
             return _encode(CONFLICT)
+        if error_fields.get("W", "").startswith(_OWN_CONTEXT):
+            # Raised by the emulator's own catalog checks: DSQL's errors carry no CONTEXT.
+            del error_fields["W"]
+            return protocol.error_from_fields(error_fields)
         return raw
 
 
