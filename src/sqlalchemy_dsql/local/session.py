@@ -750,18 +750,19 @@ class Session:
         buffer = self._outgoing + data if self._outgoing else data
         out = bytearray()
         copied = last = 0
+        # Only _on_backend_message changes what may be relayed without a look.
+        plain = not self._intercept and self._reply is Reply.RELAY
         try:
             for kind, start, end in protocol.split(buffer):
                 last = end
-                if kind in _PASS_THROUGH and not (
-                    self._intercept or self._reply is not Reply.RELAY
-                ):
+                if plain and kind in _PASS_THROUGH:
                     if kind != Backend.DATA_ROW:
                         self._settle(kind)
                     continue  # relayed untouched, in one piece with its neighbours
                 out += buffer[copied:start]
                 copied = end
                 self._on_backend_message(kind, bytes(buffer[start:end]), out)
+                plain = not self._intercept and self._reply is Reply.RELAY
         except protocol.ProtocolError:
             self.close()
             return
