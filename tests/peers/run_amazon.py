@@ -36,13 +36,14 @@ status is pytest's.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from run_peers import suite_environment
 
 from sqlalchemy_dsql.local import LocalDSQL
 
@@ -135,28 +136,7 @@ def _source(given: Path | None, scratch: Path) -> Path:
 
 
 def _environment(dsql: LocalDSQL, args: argparse.Namespace) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AWS_", "PG", "CLUSTER_")) and key != "PYTHONPATH"
-    }
-    env.update(
-        CLUSTER_ENDPOINT=dsql.endpoint,
-        CLUSTER_USER=args.user,
-        DRIVER=args.driver,
-        REGION=dsql.region,
-        AWS_ACCESS_KEY_ID=dsql.credentials.access_key,
-        AWS_SECRET_ACCESS_KEY=dsql.credentials.secret_key,
-        AWS_REGION=dsql.region,
-        AWS_DEFAULT_REGION=dsql.region,
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_EC2_METADATA_DISABLED="true",
-        PGHOSTADDR=dsql.host,
-        PGPORT=str(dsql.port),
-        PGSSLROOTCERT=dsql.ca_file,
-        SSL_CERT_FILE=dsql.ca_file,
-    )
+    env = suite_environment(dsql, args.driver, args.user)
     if args.dialect == "ours":
         env["PYTHONPATH"] = str(SHIM)
     return env

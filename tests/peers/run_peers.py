@@ -32,6 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy_dsql.local import LocalDSQL
 from sqlalchemy_dsql.local.process import SpawnedDSQL, spawn
 
 HERE = Path(__file__).resolve().parent
@@ -88,17 +89,24 @@ def unpacked_sdist(suite: Suite, cache: Path) -> Path:
     return root
 
 
-def suite_environment(dsql: SpawnedDSQL, driver: str) -> dict[str, str]:
-    """The environment Amazon's CI gives its suites, pointed at the emulator."""
+def suite_environment(
+    dsql: SpawnedDSQL | LocalDSQL, driver: str, user: str = "admin"
+) -> dict[str, str]:
+    """The environment Amazon's CI gives its suites, pointed at the emulator.
+
+    Also what tests/peers/run_amazon.py gives them: one way from the emulator to
+    Amazon's tests.
+    """
     env = {
         name: value
         for name, value in os.environ.items()
         # Nothing from the caller's AWS or libpq setup may leak in and pick another target.
-        if not name.startswith(("AWS_", "PG")) and name not in {"SSL_CERT_FILE", "SSL_CERT_DIR"}
+        if not name.startswith(("AWS_", "PG", "CLUSTER_"))
+        and name not in {"SSL_CERT_FILE", "SSL_CERT_DIR"}
     }
     env.update(
         CLUSTER_ENDPOINT=dsql.endpoint,
-        CLUSTER_USER="admin",
+        CLUSTER_USER=user,
         REGION=dsql.region,
         DRIVER=driver,
         AWS_ACCESS_KEY_ID=dsql.credentials.access_key,
