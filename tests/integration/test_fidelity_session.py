@@ -6,6 +6,8 @@ Each test names the behaviour it pins; docs/emulator.md's fidelity table gives t
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import time
 from collections.abc import AsyncIterator
 
@@ -227,5 +229,37 @@ async def test_errors_of_the_emulators_own_catalog_checks_carry_no_context(
             await connection.execute(f"CREATE TABLE fidelity_wide ({columns})")
         assert caught.value.sqlstate == "54011"
         assert caught.value.context is None
+    finally:
+        await connection.close()
+
+
+async def test_a_written_value_over_1_mib_compressed_is_refused(dsql: LocalDSQL) -> None:
+    """DSQL judges the stored (compressed) size: random bytes over 1 MiB fail, a long run passes."""
+    connection = await asyncpg.connect(**dsql.connect_kwargs())
+    try:
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS fidelity_values (id bigint PRIMARY KEY, b bytea, t text)"
+        )
+        await connection.execute("DELETE FROM fidelity_values")
+        with pytest.raises(
+            asyncpg.ProgramLimitExceededError,
+            match="datatype limit greater than 1048576 bytes not supported for bytea",
+        ):
+            await connection.execute(
+                "INSERT INTO fidelity_values (id, b) VALUES (1, $1)", os.urandom(_MIB + 1)
+            )
+        random_text = base64.b64encode(os.urandom(_MIB)).decode()  # about 1.3 MiB, incompressible
+        with pytest.raises(asyncpg.ProgramLimitExceededError, match="not supported for text"):
+            await connection.execute(
+                "INSERT INTO fidelity_values (id, t) VALUES (2, $1)", random_text
+            )
+        await connection.execute(
+            "INSERT INTO fidelity_values (id, b, t) VALUES (3, $1, $2)",
+            os.urandom(_MIB),  # exactly 1 MiB: accepted
+            "x" * (3 * _MIB),  # compresses to almost nothing: accepted
+        )
+        # A read may carry a large value: the limit is on what is stored.
+        assert await connection.fetchval("SELECT length($1::text)", random_text) > _MIB
+        assert await connection.fetchval("SELECT count(*) FROM fidelity_values") == 1
     finally:
         await connection.close()

@@ -80,3 +80,26 @@ def test_catalog_is_conservative_once_history_is_trimmed() -> None:
         catalog.record([f"t{number}"])
     assert catalog.changed_since(0, ["unrelated"])
     assert not catalog.changed_since(catalog.version - 1, ["unrelated"])
+
+
+def test_bind_values_skips_nulls_and_keeps_order() -> None:
+    body = (
+        protocol.cstring("portal")
+        + protocol.cstring("stmt")
+        + protocol.pack_int16(1)
+        + protocol.pack_int16(1)  # one format code: binary for all
+        + protocol.pack_int16(3)
+        + protocol.pack_int32(2)
+        + b"ab"
+        + protocol.pack_int32(-1)  # NULL
+        + protocol.pack_int32(0)  # empty value
+        + protocol.pack_int16(0)
+    )
+    assert list(protocol.bind_values(protocol.message(b"B", body))) == [b"ab"]
+
+
+def test_split_refuses_a_message_over_the_limit_from_its_header() -> None:
+    header = b"Q" + protocol.pack_int32(11 * 1024 * 1024)  # announces 11 MiB, none of it sent
+    with pytest.raises(protocol.ProtocolError):
+        list(protocol.split(header, 10 * 1024 * 1024))
+    assert list(protocol.split(header)) == []  # without a limit: waits for the rest

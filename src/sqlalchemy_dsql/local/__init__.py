@@ -97,6 +97,7 @@ class LocalDSQL:
         connection_burst: int = _LIMITS.connection_burst,
         lock_timeout_ms: int = _LIMITS.lock_timeout_ms,
         max_transaction_bytes: int = _LIMITS.max_transaction_bytes,
+        max_value_bytes: int = _LIMITS.max_value_bytes,
         max_message_bytes: int = _LIMITS.max_message_bytes,
         latency_ms: float = 0.0,
         second_opinion: bool = True,
@@ -115,6 +116,7 @@ class LocalDSQL:
             connection_burst=connection_burst,
             lock_timeout_ms=lock_timeout_ms,
             max_transaction_bytes=max_transaction_bytes,
+            max_value_bytes=max_value_bytes,
             max_message_bytes=max_message_bytes,
         )
         self.host = "127.0.0.1"

@@ -45,6 +45,11 @@ class Limits:
     max_transaction_bytes: int = _limit(
         10 * 1024 * 1024, "data one transaction may write, judged at COMMIT (DSQL: 10 MiB)", "BYTES"
     )
+    max_value_bytes: int = _limit(
+        1024 * 1024,
+        "a written value whose compressed size is over this is refused (DSQL: 1 MiB)",
+        "BYTES",
+    )
     max_message_bytes: int = _limit(
         10 * 1024 * 1024,
         "a client message larger than this closes the connection (DSQL: 10 MiB)",
@@ -60,6 +65,7 @@ class Limits:
                 self.max_connections,
                 self.connection_burst,
                 self.max_transaction_bytes,
+                self.max_value_bytes,
                 self.max_message_bytes,
             )
             < 1

@@ -99,6 +99,20 @@ def split(
         offset = end
 
 
+def bind_values(raw: bytes) -> Iterator[bytes]:
+    """The parameter values of a whole Bind message (NULLs left out), in order."""
+    offset = read_cstring(raw, read_cstring(raw, 5)[1])[1]  # past the portal and statement
+    offset += 2 + 2 * int16(raw, offset)  # past the format codes
+    count = int16(raw, offset)
+    offset += 2
+    for _ in range(count):
+        length = int32(raw, offset)
+        offset += 4
+        if length > 0:
+            yield raw[offset : offset + length]
+            offset += length
+
+
 def startup_message(parameters: Mapping[str, str]) -> bytes:
     body = _INT32.pack(PROTOCOL_3_0)
     for key, value in parameters.items():

@@ -32,6 +32,7 @@ import enum
 import itertools
 import re
 import time
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
@@ -539,11 +540,19 @@ class Session:
             if waiter is not None:
                 return waiter
             self._portals[portal] = verdict
+            refusal = None
             if _writes(verdict):
                 self._bind_sizes[portal] = len(raw)  # the data a write sends, for the size limit
+                limit = self._host.limits.max_value_bytes
+                if len(raw) > limit:  # only then can one value be over the limit
+                    refusal = _oversized_value(raw, limit)
             if self._tx.state is TransactionState.CONFLICTED and not _ends_transaction(verdict):
+                refusal = self._take_conflict()
+            elif refusal is not None:
+                self._count_rejection()
+            if refusal is not None:
                 self._batch_state = Batch.FAILED
-                marker = protocol.cstring(self._poison(self._take_conflict()))
+                marker = protocol.cstring(self._poison(refusal))
                 raw = protocol.message(b"B", protocol.cstring(portal) + marker + bytes(6))
         self._forward(Frontend.BIND, raw)
         return None
@@ -906,6 +915,26 @@ class Session:
             del error_fields["W"]
             return protocol.error_from_fields(error_fields)
         return raw
+
+
+def _oversized_value(raw: bytes, limit: int) -> Rejection | None:
+    """DSQL's refusal of a bound value stored over ``limit`` bytes, if the Bind ``raw`` has one.
+
+    DSQL judges the stored, compressed size (a long run of one character passes), so
+    the value is compressed first; zlib stands in for DSQL's lz4. The type is told
+    from the value: text if it is UTF-8, bytea otherwise.
+    """
+    for value in protocol.bind_values(raw):
+        if len(value) > limit and len(zlib.compress(value, 1)) > limit:
+            try:
+                value.decode()
+                kind = "text"
+            except UnicodeDecodeError:
+                kind = "bytea"
+            return Rejection(
+                "54000", f"datatype limit greater than {limit} bytes not supported for {kind}"
+            )
+    return None
 
 
 def _encode(rejection: Rejection) -> bytes:
