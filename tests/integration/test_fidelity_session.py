@@ -263,3 +263,12 @@ async def test_a_written_value_over_1_mib_compressed_is_refused(dsql: LocalDSQL)
         assert await connection.fetchval("SELECT count(*) FROM fidelity_values") == 1
     finally:
         await connection.close()
+
+
+async def test_version_names_only_the_major_version(dsql: LocalDSQL) -> None:
+    connection = await asyncpg.connect(**dsql.connect_kwargs())
+    try:
+        assert await connection.fetchval("SELECT version()") == "PostgreSQL 16"
+        assert await connection.fetchval("SELECT pg_catalog.version()") == "PostgreSQL 16"
+    finally:
+        await connection.close()

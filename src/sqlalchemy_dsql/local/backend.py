@@ -140,6 +140,11 @@ CREATE OR REPLACE FUNCTION sys.dsql_major_version() RETURNS integer
 LANGUAGE sql IMMUTABLE AS $$ SELECT 1 $$;
 GRANT EXECUTE ON FUNCTION sys.dsql_major_version() TO PUBLIC;
 
+-- DSQL's version() names only the major version ("PostgreSQL 16", a live cluster's answer
+-- on 2026-09-23); like the printers below, the replacement works because it is inlined.
+CREATE OR REPLACE FUNCTION pg_catalog.version() RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT 'PostgreSQL 16'::text $$;
+
 -- PostgreSQL's own definition printers, kept under private names: the public ones
 -- are replaced to print what DSQL's catalog prints (access method btree_index, and a
 -- primary key INCLUDE-ing every other column). A built-in function's C code runs
