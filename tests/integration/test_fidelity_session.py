@@ -272,3 +272,18 @@ async def test_version_names_only_the_major_version(dsql: LocalDSQL) -> None:
         assert await connection.fetchval("SELECT pg_catalog.version()") == "PostgreSQL 16"
     finally:
         await connection.close()
+
+
+async def test_a_very_long_expression_does_not_bring_the_emulator_down(dsql: LocalDSQL) -> None:
+    """30,000 terms overflow an ordinary thread's stack in the proxy's parser; DSQL, like the
+    backend, answers 54001 stack depth limit exceeded."""
+    connection = await asyncpg.connect(**dsql.connect_kwargs())
+    try:
+        sql = "SELECT " + " + ".join(["1"] * 30_000)
+        with pytest.raises(asyncpg.StatementTooComplexError, match="stack depth limit exceeded"):
+            await connection.fetchval(sql)
+        assert await connection.fetchval("SELECT 2") == 2  # the session goes on
+    finally:
+        await connection.close()
+    again = await asyncpg.connect(**dsql.connect_kwargs())  # and so does the emulator
+    await again.close()

@@ -31,6 +31,7 @@ import collections
 import enum
 import itertools
 import re
+import threading
 import time
 import zlib
 from collections import deque
@@ -45,6 +46,11 @@ from .rules import Kind, Rejection
 from .transaction import ABORTED, CONFLICT, SCHEMA_CONFLICT, Transaction, TransactionState
 
 _MARKER = "DSQL_LOCAL_REJECT_"
+# Statements longer than this are parsed in a thread with a stack deep enough for the
+# longest expression a 10 MiB message can hold (about 270 bytes of stack per term).
+_LONG_SQL = 64 * 1024
+_DEEP_STACK = 1024 * 1024 * 1024
+_STACK_SIZE_LOCK = threading.Lock()
 # The CONTEXT of errors raised by the helpers the emulator installs in the backend.
 _OWN_CONTEXT = "PL/pgSQL function sys._"
 # Serialization failure, deadlock, and a lock wait DSQL would not have made.
@@ -248,6 +254,8 @@ class Session:
         # A message retried after a job wait must not wait again; what the wait found.
         self._job_waited = False
         self._job_outcome: bool | None = None
+        # Long statements already parsed on a deep stack, about to be handled again.
+        self._parsed_long: set[str] = set()
         self._tx = Transaction(host.limits, host.catalog, host.commit_failures)
         self._statements: dict[str, rules.Verdict] = {}
         self._portals: dict[str, rules.Verdict] = {}
@@ -631,6 +639,9 @@ class Session:
     # -- statement rules -------------------------------------------------
 
     def _verdict(self, sql: str) -> rules.Verdict | Waiter:
+        if len(sql) > _LONG_SQL and sql not in self._parsed_long:
+            return self._check_on_a_deep_stack(sql)
+        self._parsed_long.discard(sql)
         verdict = rules.check(sql)
         if verdict.rejection is None:
             second = self._host.cached_second_opinion(sql, verdict)
@@ -639,6 +650,35 @@ class Session:
             if isinstance(second, Rejection):
                 verdict = rules.Verdict(verdict.statements, second)
         return verdict
+
+    async def _check_on_a_deep_stack(self, sql: str) -> None:
+        """Parse a long statement in a thread of its own with a deep stack.
+
+        PostgreSQL's parser recurses once per term of an expression, and a few
+        tens of thousands of terms overflow a thread's usual 8 MiB stack, which
+        would kill the whole emulator. The verdict lands in :func:`rules.check`'s
+        cache, where the handler finds it when it runs the message again.
+        """
+        done: asyncio.Future[None] = self._loop.create_future()
+
+        def parse() -> None:
+            try:
+                rules.check(sql)
+            except BaseException as error:  # reported to the waiting session
+                self._loop.call_soon_threadsafe(_settle_future, done, error)
+            else:
+                self._loop.call_soon_threadsafe(_settle_future, done, None)
+
+        with _STACK_SIZE_LOCK:
+            usual = threading.stack_size(_DEEP_STACK)
+            try:
+                threading.Thread(target=parse, name="dsql-local-parse", daemon=True).start()
+            finally:
+                threading.stack_size(usual)
+        try:
+            await done
+        finally:
+            self._parsed_long.add(sql)
 
     def _job_waiter(self, verdict: rules.Verdict) -> Waiter | None:
         """For ``sys.wait_for_job``: the job (or, for a parameter, every job) to wait for.
@@ -935,6 +975,15 @@ def _oversized_value(raw: bytes, limit: int) -> Rejection | None:
                 "54000", f"datatype limit greater than {limit} bytes not supported for {kind}"
             )
     return None
+
+
+def _settle_future(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _encode(rejection: Rejection) -> bytes:
