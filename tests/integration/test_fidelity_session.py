@@ -287,3 +287,26 @@ async def test_a_very_long_expression_does_not_bring_the_emulator_down(dsql: Loc
         await connection.close()
     again = await asyncpg.connect(**dsql.connect_kwargs())  # and so does the emulator
     await again.close()
+
+
+async def test_alter_constraint_deferrable_is_accepted(dsql: LocalDSQL) -> None:
+    """In AWS's ALTER TABLE syntax: a foreign key can be made deferrable after the fact."""
+    connection = await asyncpg.connect(**dsql.connect_kwargs())
+    try:
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS fidelity_parent (id bigint PRIMARY KEY)"
+        )
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS fidelity_child (id bigint PRIMARY KEY, "
+            "parent_id bigint CONSTRAINT fidelity_child_fk REFERENCES fidelity_parent (id))"
+        )
+        await connection.execute(
+            "ALTER TABLE fidelity_child ALTER CONSTRAINT fidelity_child_fk "
+            "DEFERRABLE INITIALLY DEFERRED"
+        )
+        deferred = await connection.fetchval(
+            "SELECT condeferred FROM pg_constraint WHERE conname = 'fidelity_child_fk'"
+        )
+        assert deferred is True
+    finally:
+        await connection.close()

@@ -1145,6 +1145,8 @@ _ALLOWED_SUBCOMMANDS = frozenset(
         _AT.AT_DropIdentity,
         _AT.AT_DropExpression,
         _AT.AT_SetStorage,
+        # ALTER CONSTRAINT ... [NOT] DEFERRABLE is in AWS's ALTER TABLE syntax page.
+        _AT.AT_AlterConstraint,
         # DSQL accepts the ALL and USER forms; there are no triggers to name.
         _AT.AT_EnableTrigAll,
         _AT.AT_DisableTrigAll,
@@ -1165,7 +1167,6 @@ _SUBCOMMAND_NAMES: dict[enums.AlterTableType, tuple[str, str | None]] = {
     _AT.AT_SetExpression: ("ALTER COLUMN ... SET EXPRESSION", None),
     _AT.AT_SetOptions: ("ALTER COLUMN ... SET (...)", None),
     _AT.AT_ResetOptions: ("ALTER COLUMN ... RESET (...)", None),
-    _AT.AT_AlterConstraint: ("ALTER CONSTRAINT", "drop the constraint and add it again"),
     _AT.AT_ClusterOn: ("CLUSTER ON", None),
     _AT.AT_DropCluster: ("SET WITHOUT CLUSTER", None),
     _AT.AT_SetLogged: ("SET LOGGED", None),
