@@ -160,11 +160,15 @@ REFUSALS = [
         "function pg_advisory_lock not supported",
     ),
     # row locks
-    ("SELECT * FROM t FOR SHARE", UNSUPPORTED, "FOR SHARE"),
-    ("SELECT * FROM t FOR NO KEY UPDATE", UNSUPPORTED, "FOR NO KEY UPDATE"),
-    ("SELECT * FROM (SELECT * FROM t FOR SHARE) s", UNSUPPORTED, "FOR SHARE"),
-    ("SELECT * FROM t FOR UPDATE OF t FOR SHARE OF t", UNSUPPORTED, "FOR SHARE"),
-    ("EXPLAIN SELECT * FROM t FOR SHARE", UNSUPPORTED, "FOR SHARE"),
+    # DSQL's words, as a live comparison reports them (ministackorg/ministack#1442)
+    ("SELECT * FROM t FOR SHARE", UNSUPPORTED, "locking clauses other than FOR UPDATE/FOR KEY"),
+    ("SELECT * FROM t FOR NO KEY UPDATE", UNSUPPORTED, "locking clauses other than"),
+    ("SELECT * FROM (SELECT * FROM t FOR SHARE) s", UNSUPPORTED, "locking clauses other than"),
+    ("SELECT * FROM t FOR UPDATE OF t FOR SHARE OF t", UNSUPPORTED, "locking clauses other"),
+    ("EXPLAIN SELECT * FROM t FOR SHARE", UNSUPPORTED, "locking clauses other than"),
+    # privileges on DSQL's own schemas (a live run, 2026-09-23)
+    ("GRANT USAGE ON SCHEMA public TO app", UNSUPPORTED, "feature not supported on system entity"),
+    ("REVOKE CREATE ON SCHEMA public FROM app", UNSUPPORTED, "not supported on system entity"),
     # tables and objects DSQL does not have
     (
         "CREATE TEMP TABLE t (a int)",

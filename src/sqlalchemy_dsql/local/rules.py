@@ -1330,6 +1330,17 @@ _NO_LISTEN = "DSQL has no LISTEN/NOTIFY; use a message queue"
 _NO_CURSOR = "page with LIMIT and a WHERE condition on the last key instead"
 _ONE_DATABASE = "a cluster has one database, postgres; use schemas to separate data"
 
+
+def _grant(node: ast.GrantStmt, ctx: _Context) -> _Result:
+    # Privileges on DSQL's own schemas cannot be changed: "feature not supported on
+    # system entity" for GRANT ... ON SCHEMA public (a live run, 2026-09-23).
+    if node.objtype == enums.ObjectType.OBJECT_SCHEMA and any(
+        getattr(name, "sval", None) in ("public", "sys") for name in node.objects or ()
+    ):
+        return _Result(Kind.DDL, _refuse("feature not supported on system entity"))
+    return _Result(Kind.DDL)
+
+
 _HANDLERS: dict[type, Callable[[Any, _Context], _Result]] = {
     ast.SelectStmt: _select,
     ast.InsertStmt: _writes,
@@ -1400,6 +1411,7 @@ _HANDLERS: dict[type, Callable[[Any, _Context], _Result]] = {
     ast.AlterPolicyStmt: _unsupported(Kind.DDL),
     ast.AlterDomainStmt: _alter_domain,
     ast.AlterStatsStmt: _alter_statistics,
+    ast.GrantStmt: _grant,
 }
 
 
@@ -1424,13 +1436,9 @@ def _expression_problem(facts: _Facts, called: ast.FuncCall | None) -> Rejection
     """Refusals found anywhere in the statement; ``called`` is a CALL statement's own call."""
     for strength in facts.locks:
         if strength == enums.LockClauseStrength.LCS_FORSHARE:
-            return _refuse(
-                "SELECT ... FOR SHARE is not supported", "use FOR UPDATE or FOR KEY SHARE"
-            )
+            return _refuse("locking clauses other than FOR UPDATE/FOR KEY SHARE are not supported")
         if strength == enums.LockClauseStrength.LCS_FORNOKEYUPDATE:
-            return _refuse(
-                "SELECT ... FOR NO KEY UPDATE is not supported", "use FOR UPDATE or FOR KEY SHARE"
-            )
+            return _refuse("locking clauses other than FOR UPDATE/FOR KEY SHARE are not supported")
     for call in facts.functions:
         schema, name = _function_name(call)
         if (schema, name) == ("sys", "wait_for_job") and call is not called:
