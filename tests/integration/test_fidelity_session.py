@@ -93,7 +93,9 @@ async def test_a_write_after_a_concurrent_commit_since_begin_conflicts(
     loser, winner = pair
     await loser.execute("BEGIN")
     await winner.execute("UPDATE fidelity_snap SET n = n + 1 WHERE id = 1")
-    with pytest.raises(asyncpg.SerializationError, match=r"\(OC000\)"):
+    with pytest.raises(
+        asyncpg.SerializationError, match=r"^change conflicts with another transaction \(OC000\)$"
+    ):
         await loser.execute("UPDATE fidelity_snap SET n = n + 10 WHERE id = 1")
     await loser.execute("ROLLBACK")
     assert await loser.fetchval("SELECT n FROM fidelity_snap WHERE id = 1") == 1
