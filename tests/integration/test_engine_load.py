@@ -33,7 +33,7 @@ from sqlalchemy_dsql.local.process import SpawnedDSQL, spawn
 
 pytestmark = pytest.mark.integration
 
-SERVER_MAX_AGE = 4.0
+SERVER_MAX_AGE = 6.0
 SOAK_SECONDS = float(os.environ.get("DSQL_SOAK_SECONDS", "60"))
 TICKER_LIMIT_MS = 10.0
 
@@ -50,7 +50,10 @@ async def test_soak_with_retirement(short_lived_dsql: SpawnedDSQL) -> None:
     dsql = short_lived_dsql
     engine = async_engine(
         dsql,
-        max_connection_age=SERVER_MAX_AGE - 1.5,
+        # Retired 2-3 s old, 3 s or more before the server closes them: on a loaded 2-core
+        # machine a transaction checked out just before retirement was seen to outlive a
+        # 1.5 s margin (1 of about 50,000 lost in use).
+        max_connection_age=SERVER_MAX_AGE - 3.0,
         connection_age_jitter=1.0,
         pool_size=20,
         max_overflow=10,
