@@ -52,17 +52,17 @@ async def test_an_explicit_transaction_reads_the_snapshot_taken_at_begin(
 
 def test_the_snapshot_at_begin_holds_for_psycopg_too(dsql: LocalDSQL) -> None:
     with (
-        psycopg.connect(dsql.conninfo()) as reader,
+        psycopg.connect(dsql.conninfo(), autocommit=True) as reader,
         psycopg.connect(dsql.conninfo(), autocommit=True) as writer,
     ):
         writer.execute(
             "CREATE TABLE IF NOT EXISTS fidelity_snap_pg (id bigint PRIMARY KEY, n bigint)"
         )
         writer.execute("DELETE FROM fidelity_snap_pg")
-        reader.execute("BEGIN")  # psycopg would otherwise begin at the first statement
+        reader.execute("BEGIN")  # explicit, then nothing until the writer has committed
         writer.execute("INSERT INTO fidelity_snap_pg VALUES (1, 1)")
         assert reader.execute("SELECT count(*) FROM fidelity_snap_pg").fetchone() == (0,)
-        reader.rollback()
+        reader.execute("ROLLBACK")
         assert reader.execute("SELECT count(*) FROM fidelity_snap_pg").fetchone() == (1,)
 
 

@@ -488,7 +488,7 @@ class Session:
                     and not self._intercept
                 )
             if not tx.explicit:
-                self._end_transaction(committed=rejection is None)
+                self._tx.end(committed=rejection is None)
         self._count_statements(len(verdict.statements))
         if rejection is not None:
             text, wrap = self._poison(rejection), False
@@ -609,7 +609,7 @@ class Session:
 
     def _on_sync(self, raw: bytes) -> None:
         if self._tx.state is TransactionState.IMPLICIT:
-            self._end_transaction(committed=self._batch_state is Batch.RUNNING)
+            self._tx.end(committed=self._batch_state is Batch.RUNNING)
         self._batch_state = Batch.RUNNING
         self._forward(Frontend.SYNC, raw)
         self._flush()
@@ -784,9 +784,6 @@ class Session:
     def _count_transaction(self) -> None:
         self.counters.transactions += 1
         self._host.totals.transactions += 1
-
-    def _end_transaction(self, *, committed: bool) -> None:
-        self._tx.end(committed=committed)
 
     def _poison(self, rejection: Rejection) -> str:
         number = next(self._poison_ids)

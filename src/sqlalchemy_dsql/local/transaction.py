@@ -238,11 +238,9 @@ class Transaction:
             return None
         if self._commit_failures:
             return self._commit_failures[0]
-        age_refusal = self._age_refusal(now)
-        if age_refusal is not None:
-            return age_refusal
-        if facts.bytes_written > self._limits.max_transaction_bytes:
-            return self._size_refusal()
+        refusal = self._age_refusal(now) or self.size_refusal()
+        if refusal is not None:
+            return refusal
         if state is TransactionState.EXPLICIT and self._catalog.changed_since(
             facts.catalog_version, facts.relations
         ):
