@@ -1,8 +1,7 @@
 """Connection lifetime for Aurora DSQL pools, and the counters that show it.
 
-DSQL closes every session after 60 minutes, without an error code. A pool
-made by :func:`~sqlalchemy_dsql.create_async_dsql_engine` or
-:func:`~sqlalchemy_dsql.create_dsql_engine` gives each new physical
+DSQL closes every session after 60 minutes, without an error code. The pool
+of every ``auroradsql`` engine gives each new physical
 connection a retirement time, ``max_connection_age`` (55 minutes by default)
 minus a random jitter of up to ``connection_age_jitter`` (10 % of the age, at
 most 5 minutes, by default), so that connections opened together are not
@@ -44,13 +43,10 @@ from sqlalchemy.util import queue as _queue
 from .errors import ConfigurationError
 
 __all__ = [
-    "DEFAULT_MAX_CONNECTION_AGE",
     "PoolCounters",
     "pool_counters",
 ]
 
-DEFAULT_MAX_CONNECTION_AGE = 55 * 60.0
-_MAX_DEFAULT_JITTER = 300.0
 _RETIRE_AT = "auroradsql_retire_at"
 _log = logging.getLogger("sqlalchemy_dsql.pool")
 
@@ -91,28 +87,14 @@ def pool_counters(engine: AsyncEngine | Engine) -> PoolCounters:
         return _counters[sync_engine]
     except KeyError:
         raise ConfigurationError(
-            "this engine was not made by create_async_dsql_engine() or create_dsql_engine(); "
-            "it has no DSQL pool counters"
+            "this engine is not on an auroradsql dialect (auroradsql+asyncpg://..., or "
+            "create_async_dsql_engine() / create_dsql_engine()); it has no DSQL pool counters"
         ) from None
 
 
-def checked_jitter(max_connection_age: float, connection_age_jitter: float | None) -> float:
-    """The jitter to use (the default when None), after checking both settings."""
-    jitter = (
-        min(max_connection_age * 0.1, _MAX_DEFAULT_JITTER)
-        if connection_age_jitter is None
-        else connection_age_jitter
-    )
-    if max_connection_age <= 0:
-        raise ConfigurationError(
-            f"max_connection_age must be positive (seconds), got {max_connection_age}"
-        )
-    if not 0 <= jitter < max_connection_age:
-        raise ConfigurationError(
-            f"connection_age_jitter must be at least 0 and below max_connection_age "
-            f"({max_connection_age} s), got {jitter}"
-        )
-    return jitter
+def has_lifetime(engine: Engine) -> bool:
+    """Whether :func:`manage_lifetime` has equipped ``engine`` already."""
+    return engine in _counters
 
 
 def _timed_get(get: Any, counters: PoolCounters | None, block: bool, timeout: float | None) -> Any:

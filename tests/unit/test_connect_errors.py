@@ -1,4 +1,4 @@
-"""The engine's connect-error explanations recognise Aurora DSQL's own wordings.
+"""The connect-error explanations recognise Aurora DSQL's own wordings.
 
 The input of each case is a driver exception carrying a refusal as live
 clusters word it (sources in docs/dialect.md, "Connection refusals"): asyncpg
@@ -14,13 +14,14 @@ import psycopg2
 import pytest
 
 from sqlalchemy_dsql.auth import Endpoint
-from sqlalchemy_dsql.engine import _ConnectContext
+from sqlalchemy_dsql.diagnosis import ConnectAttempt
 from sqlalchemy_dsql.errors import (
     AuthenticationFailed,
     ClusterBusy,
     ConnectError,
     TLSVerificationFailed,
 )
+from sqlalchemy_dsql.settings import ConnectionSettings
 
 HOST = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws"
 EXPIRED_HINT = (
@@ -29,8 +30,8 @@ EXPIRED_HINT = (
 )
 
 
-def context(user: str = "admin") -> _ConnectContext:
-    return _ConnectContext(Endpoint(HOST, "us-east-1"), user, None, None, None, 900, 30.0)
+def context(user: str = "admin") -> ConnectAttempt:
+    return ConnectAttempt(ConnectionSettings(Endpoint(HOST, "us-east-1"), user=user))
 
 
 def asyncpg_error(sqlstate: str, message: str, hint: str | None = None) -> BaseException:

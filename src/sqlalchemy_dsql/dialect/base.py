@@ -57,13 +57,19 @@ from sqlalchemy.dialects.postgresql.base import PGCompiler, PGDialect
 from sqlalchemy.engine.interfaces import IsolationLevel
 from sqlalchemy.sql.elements import TextClause
 
-from ..errors import AsyncJobFailed, DDLAfterDMLError, SavepointsNotSupported
+from ..connector import Connector
+from ..errors import AsyncJobFailed, ConfigurationError, DDLAfterDMLError, SavepointsNotSupported
+from ..pool import AsyncDSQLQueuePool, DSQLQueuePool
+from ..settings import ConnectionSettings, DriverFamily
 from .ddl import DSQLDDLCompiler, DSQLTypeCompiler
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Engine, ExceptionContext
+    from collections.abc import Awaitable, Callable
+
+    from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
     from sqlalchemy.engine.default import DefaultExecutionContext
     from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor, ExecutionContext
+    from sqlalchemy.pool import Pool
 
 ISOLATION_LEVELS: tuple[IsolationLevel, ...] = ("REPEATABLE READ", "AUTOCOMMIT")
 
@@ -184,7 +190,31 @@ class AuroraDSQLDialect(PGDialect):
     # first connect inside a savepoint; DSQL has neither extensions nor savepoints.
     _has_hstore_probe = False
 
-    def __init__(self, *, wait_for_jobs: bool = True, **kwargs: Any) -> None:
+    # Which driver options a URL may carry besides the dialect's own settings.
+    _driver_family = DriverFamily.LIBPQ
+
+    def __init__(
+        self,
+        *,
+        wait_for_jobs: bool = True,
+        region: str | None = None,
+        profile: str | None = None,
+        port: int | None = None,
+        hostaddr: str | None = None,
+        sslmode: str | None = None,
+        sslrootcert: str | None = None,
+        direct_tls: bool | None = None,
+        application_name: str | None = None,
+        schema: str | None = None,
+        token_lifetime: int | None = None,
+        max_connection_age: float | None = None,
+        connection_age_jitter: float | None = None,
+        connect_timeout: float | None = None,
+        allow_insecure_tls: bool | None = None,
+        session: Any = None,
+        credentials_provider: Any = None,
+        **kwargs: Any,
+    ) -> None:
         level = kwargs.get("isolation_level")
         if level is not None:
             _check_isolation_level(level)
@@ -192,6 +222,28 @@ class AuroraDSQLDialect(PGDialect):
             kwargs.setdefault("use_native_hstore", False)
         super().__init__(**kwargs)
         self.wait_for_jobs = wait_for_jobs
+        # The connection settings given as keyword arguments; the URL and the
+        # environment fill in the rest when the engine is created.
+        self._connection_options: dict[str, Any] = {
+            "region": region,
+            "profile": profile,
+            "port": port,
+            "hostaddr": hostaddr,
+            "sslmode": sslmode,
+            "sslrootcert": sslrootcert,
+            "direct_tls": direct_tls,
+            "application_name": application_name,
+            "schema": schema,
+            "token_lifetime": token_lifetime,
+            "max_connection_age": max_connection_age,
+            "connection_age_jitter": connection_age_jitter,
+            "connect_timeout": connect_timeout,
+            "allow_insecure_tls": allow_insecure_tls,
+            "session": session,
+            "credentials_provider": credentials_provider,
+        }
+        self.connector: Connector | None = None
+        self._unconfigured: ConfigurationError | None = None
 
     @classmethod
     def engine_created(cls, engine: Engine) -> None:
@@ -199,6 +251,61 @@ class AuroraDSQLDialect(PGDialect):
         # Called once per dialect class involved (sync and async variants): listen once.
         if not event.contains(engine, "handle_error", _add_server_advice):
             event.listen(engine, "handle_error", _add_server_advice)
+        connector = getattr(engine.dialect, "connector", None)
+        if connector is not None:
+            connector.install(engine)
+
+    @classmethod
+    def get_pool_class(cls, url: URL) -> type[Pool]:
+        # SQLAlchemy's queue pools, also timing checkouts that wait (pool_counters()).
+        return AsyncDSQLQueuePool if cls.is_async else DSQLQueuePool
+
+    # -- connections: a token each, TLS, explained errors ------------------------------
+
+    def create_connect_args(self, url: URL) -> Any:
+        try:
+            settings, driver_options = ConnectionSettings.from_url(
+                url, self._connection_options, self._driver_family
+            )
+        except ConfigurationError as error:
+            if url.host:
+                raise
+            # A URL without a host is fine with creator= / async_creator=, which make
+            # the connections themselves; without one, connect() says what is missing.
+            self._unconfigured = error
+            return super().create_connect_args(url)
+        self.connector = Connector(settings)
+        cargs, cparams = super().create_connect_args(url.set(query={}))
+        cparams.update(self._driver_arguments(self.connector))
+        cparams.update(self._driver_options(driver_options))
+        return cargs, cparams
+
+    def _driver_arguments(self, connector: Connector) -> dict[str, Any]:
+        """What this driver's connect() is given, but for the password."""
+        return connector.libpq_arguments(self._libpq_version())
+
+    def _driver_options(self, options: dict[str, str]) -> dict[str, Any]:
+        """The driver options of the URL, as the driver takes them."""
+        return dict(options)
+
+    def _libpq_version(self) -> int:
+        raise NotImplementedError
+
+    def _async_driver_connect(self) -> Callable[..., Awaitable[Any]]:
+        raise NotImplementedError
+
+    def connect(self, *cargs: Any, **cparams: Any) -> Any:
+        connector = self.connector
+        if connector is None:
+            raise self._unconfigured or ConfigurationError(
+                "this auroradsql engine has no connection settings"
+            )
+        if self.is_async:
+            driver_connect = cparams.pop("async_creator_fn", None) or self._async_driver_connect()
+            return self.loaded_dbapi.connect(
+                *cargs, async_creator_fn=connector.async_creator(driver_connect), **cparams
+            )
+        return connector.connect(self.loaded_dbapi.connect, cargs, cparams)
 
     # -- transactions ----------------------------------------------------
 

@@ -9,6 +9,9 @@ savepoints.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from sqlalchemy.dialects.postgresql.psycopg import (
     PGCompiler_psycopg,
     PGDialect_psycopg,
@@ -23,11 +26,20 @@ class DSQLCompiler_psycopg(DSQLCompilerMixin, PGCompiler_psycopg):
     pass
 
 
+def _libpq_version() -> int:
+    from psycopg import pq
+
+    return int(pq.version())
+
+
 class AuroraDSQLDialect_psycopg(AuroraDSQLDialect, PGDialect_psycopg):
     driver = "psycopg"
     supports_statement_cache = True
     statement_compiler = DSQLCompiler_psycopg
     _has_hstore_probe = True
+
+    def _libpq_version(self) -> int:
+        return _libpq_version()
 
     @classmethod
     def get_async_dialect_cls(cls, url: URL) -> type[AuroraDSQLDialect]:
@@ -43,6 +55,13 @@ class AuroraDSQLDialect_psycopg_async(AuroraDSQLDialect, PGDialectAsync_psycopg)
     supports_statement_cache = True
     statement_compiler = DSQLCompiler_psycopg
     _has_hstore_probe = True
+
+    def _libpq_version(self) -> int:
+        return _libpq_version()
+
+    def _async_driver_connect(self) -> Callable[..., Awaitable[Any]]:
+        connect: Callable[..., Awaitable[Any]] = self.loaded_dbapi.psycopg.AsyncConnection.connect
+        return connect
 
     @classmethod
     def get_async_dialect_cls(cls, url: URL) -> type[AuroraDSQLDialect]:

@@ -16,5 +16,10 @@ class AuroraDSQLDialect_psycopg2(AuroraDSQLDialect, PGDialect_psycopg2):
     supports_statement_cache = True
     _has_hstore_probe = True
 
+    def _libpq_version(self) -> int:
+        import psycopg2.extensions
+
+        return int(psycopg2.extensions.libpq_version())
+
 
 dialect = AuroraDSQLDialect_psycopg2
