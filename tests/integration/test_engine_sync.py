@@ -47,7 +47,7 @@ def test_connects_as_admin(engine: Engine, driver: str) -> None:
         assert conn.execute(text("SELECT current_user")).scalar_one() == "admin"
         name = conn.execute(text("SHOW application_name")).scalar_one()
     assert (engine.dialect.name, engine.dialect.driver) == ("auroradsql", driver)
-    assert name == "sqlalchemy"  # Amazon's default
+    assert name == ""  # none by default, as with create_async_dsql_engine
 
 
 def test_amazon_style_call_with_connector_arguments(

@@ -12,6 +12,7 @@ import asyncpg.exceptions
 import psycopg
 import psycopg2
 import pytest
+from sqlalchemy import make_url
 
 from sqlalchemy_dsql.auth import Endpoint
 from sqlalchemy_dsql.diagnosis import ConnectAttempt
@@ -21,7 +22,7 @@ from sqlalchemy_dsql.errors import (
     ConnectError,
     TLSVerificationFailed,
 )
-from sqlalchemy_dsql.settings import ConnectionSettings
+from sqlalchemy_dsql.settings import ConnectionSettings, DriverFamily
 
 HOST = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws"
 EXPIRED_HINT = (
@@ -187,10 +188,11 @@ def test_other_errors_pass_through() -> None:
     assert context().explain(asyncpg_error("0A000", "unsupported statement")) is None
 
 
-def test_target_names_the_environment_it_dialled(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PGHOSTADDR", "127.0.0.1")
-    monkeypatch.setenv("PGPORT", "6543")
-    explained = context().explain(
+def test_target_names_the_environment_it_dialled() -> None:
+    url = make_url(f"auroradsql+psycopg://admin@{HOST}/postgres")
+    environ = {"PGHOSTADDR": "127.0.0.1", "PGPORT": "6543"}
+    settings, _ = ConnectionSettings.from_url(url, {}, DriverFamily.LIBPQ, environ)
+    explained = ConnectAttempt(settings).explain(
         psycopg.OperationalError("certificate verify failed: unable to get local issuer")
     )
     assert isinstance(explained, TLSVerificationFailed)

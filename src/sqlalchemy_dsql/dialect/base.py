@@ -193,9 +193,10 @@ class AuroraDSQLDialect(PGDialect):
     # Which driver options a URL may carry besides the dialect's own settings.
     _driver_family = DriverFamily.LIBPQ
 
+    # Not keyword-only: create_engine() routes to the dialect only the arguments
+    # it finds among __init__'s positional-or-keyword parameters.
     def __init__(
         self,
-        *,
         wait_for_jobs: bool = True,
         region: str | None = None,
         profile: str | None = None,

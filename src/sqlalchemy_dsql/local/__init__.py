@@ -302,21 +302,40 @@ class LocalDSQL:
             f"password={self.token(user)} sslmode=verify-full sslrootcert={self.ca_file}"
         )
 
-    def url(self, driver: str = "asyncpg", user: str = "admin") -> str:
-        """A SQLAlchemy URL (``postgresql+<driver>``) embedding a fresh token (valid 15 min).
+    def environ(self) -> dict[str, str]:
+        """The environment a client needs, and exactly what ``sqlalchemy_dsql`` reads.
 
-        libpq drivers (psycopg, psycopg2) find the CA through the URL. asyncpg
-        cannot take a CA file from SQLAlchemy's URL, so pass
-        ``connect_args={"ssl": dsql.ssl_context()}``; without it the URL's
-        ``ssl=verify-full`` makes the connection fail rather than go unverified.
+        The fixed test key pair and Region for the AWS credential chain, and
+        libpq's variables for where to dial and which CA to trust: with these,
+        ``create_async_engine("auroradsql+asyncpg://admin@<endpoint>/postgres")``
+        reaches this emulator (``dsql-local`` prints them as ``export`` lines).
+        """
+        return {
+            "AWS_ACCESS_KEY_ID": self.credentials.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.credentials.secret_key,
+            "AWS_REGION": self.region,
+            "PGHOSTADDR": self.host,
+            "PGPORT": str(self.port),
+            "PGSSLMODE": "verify-full",
+            "PGSSLROOTCERT": self.ca_file,
+        }
+
+    def url(self, driver: str = "asyncpg", user: str = "admin") -> str:
+        """A SQLAlchemy URL for this emulator, as plain ``create_(async_)engine`` takes it.
+
+        ``auroradsql+<driver>://<user>@<endpoint>:<port>/postgres`` with the
+        address to dial and the CA to trust as parameters; no secret is in
+        it. The ``auroradsql`` dialect signs a token per connection with the
+        credentials of the usual AWS chain, which must hold the test key pair
+        (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` from
+        :meth:`environ`; the pytest plugin sets them while its emulator runs).
         """
         from urllib.parse import quote
 
-        password = quote(self.token(user), safe="")
-        base = f"postgresql+{driver}://{user}:{password}@{self.host}:{self.port}/{DATABASE}"
-        if driver == "asyncpg":
-            return f"{base}?ssl=verify-full"
-        return f"{base}?sslmode=verify-full&sslrootcert={quote(self.ca_file)}"
+        return (
+            f"auroradsql+{driver}://{user}@{self.endpoint}:{self.port}/{DATABASE}"
+            f"?hostaddr={self.host}&sslrootcert={quote(self.ca_file, safe='/')}"
+        )
 
     # -- observing and breaking things --------------------------------------
 

@@ -84,23 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.ready_file is not None:
             _write_ready_file(Path(args.ready_file), dsql)
-        print(
-            f"dsql-local is ready\n"
-            f"  endpoint  {dsql.endpoint} (dial {dsql.host}:{dsql.port})\n"
-            f"  region    {dsql.region}\n"
-            f"  CA file   {dsql.ca_file}\n"
-            f"  auth      {auth}\n"
-            f"\n# environment for clients (the key pair is a fixed, fake test key)\n"
-            f"export AWS_ACCESS_KEY_ID={dsql.credentials.access_key}\n"
-            f"export AWS_SECRET_ACCESS_KEY={dsql.credentials.secret_key}\n"
-            f"export AWS_REGION={dsql.region}\n"
-            f"export DSQL_LOCAL_ENDPOINT={dsql.endpoint}\n"
-            f"export PGHOST={dsql.host} PGPORT={dsql.port} PGUSER=admin PGDATABASE=postgres\n"
-            f"export PGSSLMODE=verify-full PGSSLROOTCERT={dsql.ca_file}\n"
-            f"# psql: PGPASSWORD=$({token_command}) psql\n"
-            f"\nCtrl-C to stop.",
-            flush=True,
-        )
+        print(_banner(dsql, auth, token_command), flush=True)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         with contextlib.suppress(KeyboardInterrupt):
@@ -123,6 +107,27 @@ def _emulator(args: argparse.Namespace) -> LocalDSQL:
         second_opinion=not args.no_second_opinion,
         statement_log=_print_statement if args.log_statements else False,
     )
+
+
+def _banner(dsql: LocalDSQL, auth: str, token_command: str) -> str:
+    """What a person needs: where it listens, and the environment a client reads."""
+    lines = [
+        "dsql-local is ready",
+        f"  endpoint  {dsql.endpoint} (dial {dsql.host}:{dsql.port})",
+        f"  region    {dsql.region}",
+        f"  CA file   {dsql.ca_file}",
+        f"  auth      {auth}",
+        "",
+        "# the environment sqlalchemy_dsql reads (the key pair is a fixed, fake test key)",
+        *(f"export {name}={value}" for name, value in dsql.environ().items()),
+        "",
+        f'# then: create_async_engine("auroradsql+asyncpg://admin@{dsql.endpoint}/postgres")',
+        f"# psql: PGHOST={dsql.endpoint} PGUSER=admin PGDATABASE=postgres "
+        f"PGPASSWORD=$({token_command}) psql",
+        "",
+        "Ctrl-C to stop.",
+    ]
+    return "\n".join(lines)
 
 
 def _write_ready_file(path: Path, dsql: LocalDSQL) -> None:
