@@ -222,6 +222,9 @@ class TokenGenerator(_Generator):
         try:
             token = str(_signer(client, user)(host, self.region, expires_in))
         except NoCredentialsError:
+            # A client resolves its credentials once: make the next attempt look again
+            # (credentials that appear later, e.g. a role not yet ready at start-up).
+            self._client = None
             raise _no_credentials(self.region) from None
         self.minted += 1
         return token
@@ -271,6 +274,8 @@ class AsyncTokenGenerator(_Generator):
         try:
             token = str(await _signer(client, user)(host, self.region, expires_in))
         except NoCredentialsError:
+            # As above; the old client's context closes with the generator.
+            self._client = None
             raise _no_credentials(self.region) from None
         self.minted += 1
         return token

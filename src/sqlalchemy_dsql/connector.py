@@ -37,7 +37,7 @@ from .tls import asyncpg_ssl, libpq_tls
 
 __all__ = ["Connector"]
 
-_log = logging.getLogger("sqlalchemy_dsql.connect")
+_log = logging.getLogger("sqlalchemy_dsql.connector")
 
 
 def _quoted(identifier: str) -> str:

@@ -175,11 +175,15 @@ def test_command_line_serves_until_interrupted(tmp_path: Path) -> None:
             text=True,
             check=True,
         ).stdout.strip()
+        endpoint = next(
+            line.split()[1] for line in lines if line.strip().startswith("endpoint")
+        )
         with psycopg.connect(
-            host=exports["PGHOST"],
+            host=endpoint,
+            hostaddr=exports["PGHOSTADDR"],
             port=exports["PGPORT"],
-            user=exports["PGUSER"],
-            dbname=exports["PGDATABASE"],
+            user="admin",
+            dbname="postgres",
             sslmode=exports["PGSSLMODE"],
             sslrootcert=exports["PGSSLROOTCERT"],
             password=token,

@@ -1,15 +1,24 @@
-"""Start dsql-local, then hand the run to SQLAlchemy's test plugin with its URL."""
+"""Start dsql-local, then hand the run to SQLAlchemy's test plugin with its URL.
+
+The URL is the one a user writes (``LocalDSQL.url()``: the endpoint, the
+address to dial and the CA, no secret), and the emulator's test key pair is in
+the environment, as after ``dsql-local``'s printout: every connection the
+suite opens signs its own token through the dialect. The run ends with the
+emulator's count of logins (each with a token the dialect signed for that
+connection, as the URL has none) against the connections the pools opened.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
 pytest.register_assert_rewrite("sqlalchemy.testing.assertions")
 
+from sqlalchemy import event  # noqa: E402
+from sqlalchemy.pool import Pool  # noqa: E402
 from sqlalchemy.testing.plugin import pytestplugin  # noqa: E402
 from sqlalchemy.testing.plugin.pytestplugin import *  # noqa: E402, F403
 
@@ -18,6 +27,7 @@ from sqlalchemy_dsql.local import LocalDSQL  # noqa: E402
 _emulator: LocalDSQL | None = None
 # The suite uses these schemas when the ``schemas`` requirement is open.
 _SCHEMAS = ("test_schema", "test_schema_2")
+_KEY_PAIR = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
 def pytest_configure(config: Any) -> None:
@@ -26,14 +36,29 @@ def pytest_configure(config: Any) -> None:
     with _connect(_emulator) as connection:
         for name in _SCHEMAS:
             connection.execute(f"CREATE SCHEMA IF NOT EXISTS {name}")
-    # asyncpg reads the CA for ssl=verify-full from here.
-    os.environ["PGSSLROOTCERT"] = _emulator.ca_file
-    token = quote(_emulator.token(expires_in=6 * 3600), safe="")
-    config.option.dburi = [
-        f"auroradsql+asyncpg://admin:{token}@{_emulator.host}:{_emulator.port}/postgres"
-        "?ssl=verify-full"
-    ]
+    for name in _KEY_PAIR:
+        os.environ[name] = _emulator.environ()[name]
+    config.option.dburi = [_emulator.url()]
     pytestplugin.pytest_configure(config)
+
+
+_opened = 0
+
+
+@event.listens_for(Pool, "connect")
+def _count(dbapi_connection: Any, record: Any) -> None:
+    global _opened
+    _opened += 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _emulator is not None:
+        seen = _emulator.admissions()
+        terminalreporter.write_line(
+            f"dsql-local: {_opened} connections opened by the suite's pools, "
+            f"{seen['tokens_accepted']} logins with a token the dialect signed for each "
+            f"({seen['tokens_refused']} refused)"
+        )
 
 
 def pytest_unconfigure(config: Any) -> None:

@@ -348,6 +348,10 @@ class LocalDSQL:
         """The same counters summed over every session since start (closed ones included)."""
         return self._require_server().totals.as_dict()
 
+    def admissions(self) -> dict[str, int]:
+        """Logins since start: ``tokens_accepted`` and ``tokens_refused``."""
+        return self._require_server().admissions.as_dict()
+
     def session_ids(self) -> list[int]:
         return list(self._require_server().sessions)
 

@@ -17,7 +17,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from botocore.credentials import Credentials
 
@@ -57,6 +57,22 @@ class ServerConfig:
     clock_offset: float = 0.0
 
 
+@dataclass
+class Admissions:
+    """What the token check saw: logins admitted and refused.
+
+    Tokens signed in the same second for the same user and endpoint are equal
+    (SigV4 dates have whole seconds), so counting distinct tokens would not
+    tell a client that signs per connection from one that reuses a token.
+    """
+
+    tokens_accepted: int = 0
+    tokens_refused: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
 class Server(SessionHost):
     """Accepts clients and runs a :class:`Session` for each."""
 
@@ -74,6 +90,7 @@ class Server(SessionHost):
         self.limits = config.limits
         self.latency = config.latency
         self.totals = Counters()
+        self.admissions = Admissions()
         self.commit_failures: collections.deque[Rejection] = collections.deque()
         self.log_statement = log_statement
         self.log_round_trip = log_round_trip
@@ -338,8 +355,10 @@ class Server(SessionHost):
         except TokenRejected as exc:
             # DSQL's message for every token refusal; the reason goes in the HINT, where
             # DSQL puts "Signature expired: ..." (agent-plugins troubleshooting.md).
+            self.admissions.tokens_refused += 1
             await _fatal(writer, "28P01", _ACCESS_DENIED, hint=str(exc))
             return False
+        self.admissions.tokens_accepted += 1
         return True
 
 
