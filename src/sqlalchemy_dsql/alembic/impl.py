@@ -7,7 +7,6 @@ import functools
 import io
 import logging
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,7 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.util import immutabledict
 
 from ..errors import AsyncJobFailed, MigrationInterrupted, MigrationRefused
-from ..retry import RetryPolicy, _Attempts, conflict_sqlstate
+from ..retry import Attempts, RetryReason
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, CursorResult
@@ -338,19 +337,17 @@ class AuroraDSQLImpl(PostgresqlImpl):
     def _run_batch(self, statement: TextClause, name: str) -> int:
         """Run one data statement in its own transaction, again after write conflicts."""
         assert self.connection is not None
-        attempts = _Attempts(RetryPolicy(), None, None, name)
-        while True:
-            attempts.begin()
-            try:
-                rows = int(self.connection.execute(statement).rowcount)
-                self.dialect.commit_writes(self.connection)  # type: ignore[attr-defined]
-                return rows
-            except exc.DBAPIError as error:
-                self.dialect.do_rollback(self.connection.connection)
-                # A lost connection is not retried here: the migration has only this one.
-                if conflict_sqlstate(error) is None:
+        # A lost connection is not retried here: the migration has only this one.
+        for attempt in Attempts(name=name, retry_on={RetryReason.CONFLICT}):
+            with attempt:
+                try:
+                    rows = int(self.connection.execute(statement).rowcount)
+                    self.dialect.commit_writes(self.connection)  # type: ignore[attr-defined]
+                except exc.DBAPIError:
+                    self.dialect.do_rollback(self.connection.connection)
                     raise
-                time.sleep(attempts.next_delay(error))
+                return rows
+        raise AssertionError("unreachable: the last attempt returned or raised")
 
 
 # -- checking migrations before they run ---------------------------------------
