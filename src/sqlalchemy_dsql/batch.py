@@ -56,14 +56,15 @@ draws it only when stderr is a terminal; ``False`` turns it off.
 **Failure.** A batch that fails with an error that is not retried (a
 constraint violation, a limit, bad data) or whose retries run out stops the
 run: no new batch starts, the batches already running finish, then
-:class:`BatchFailed` is raised with an exact account: ``committed`` (the
-half-open ``(start, end)`` row index ranges, 0-based in input order, that
-are in the database), ``failed`` (the failing batch's range; its error is
-``error`` and the ``__cause__``), ``failures`` (every batch that failed, if
-several running ones did), ``not_attempted`` (ranges never sent; the end is
-``None`` when the input has no length and was not read further) and
-``report``. Nothing is skipped silently: every input row is in exactly one
-of those ranges. For :func:`delete` the ranges count deleted rows in the
+:class:`~sqlalchemy_dsql.errors.BatchFailed` (also importable from here) is
+raised with an exact account: ``committed`` (the half-open ``(start, end)``
+row index ranges, 0-based in input order, that are in the database),
+``failed`` (the failing batch's range; its error is ``error`` and the
+``__cause__``), ``failures`` (a :class:`FailedRange` for every batch that
+failed, if several running ones did), ``not_attempted`` (ranges never sent;
+the end is ``None`` when the input has no length and was not read further)
+and ``report``. Nothing is skipped silently: every input row is in exactly
+one of those ranges. For :func:`delete` the ranges count deleted rows in the
 order they were deleted, and rows still matching ``where`` stay in the
 table: run the delete again.
 """
@@ -95,13 +96,14 @@ from sqlalchemy import delete as sa_delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .errors import ConfigurationError, DSQLError
+from .errors import BatchFailed, ConfigurationError
 from .retry import RetryPolicy, RetryStats, run_transaction
 
 __all__ = [
     "MAX_BATCH_SIZE",
     "BatchFailed",
     "BatchReport",
+    "FailedRange",
     "Progress",
     "delete",
     "insert",
@@ -136,8 +138,11 @@ class Progress:
 
 
 @dataclass
-class FailedBatch:
-    """One batch that did not commit: its row range and why."""
+class FailedRange:
+    """The row range of one batch that did not commit, and the error that stopped it.
+
+    Input that failed to be read is a range of no rows where the reading stopped.
+    """
 
     range: Range
     error: BaseException
@@ -153,32 +158,12 @@ class BatchReport:
     retries: int = 0
     elapsed: float = 0.0
     committed: list[Range] = field(default_factory=list)
-    failures: list[FailedBatch] = field(default_factory=list)
+    failures: list[FailedRange] = field(default_factory=list)
     not_attempted: list[tuple[int, int | None]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.failures
-
-
-class BatchFailed(DSQLError):
-    """A batch failed and the run stopped; the attributes say exactly what is in the database.
-
-    ``committed``: row ranges in the database; ``failed``: the first failed
-    batch's range (``error`` / ``__cause__`` is its error); ``failures``:
-    every failed batch; ``not_attempted``: ranges never sent; ``rows``: rows
-    written; ``report``: the partial :class:`BatchReport`.
-    """
-
-    def __init__(self, message: str, *, report: BatchReport) -> None:
-        super().__init__(message)
-        self.report = report
-        self.committed = report.committed
-        self.failures = report.failures
-        self.failed = report.failures[0].range
-        self.error = report.failures[0].error
-        self.not_attempted = report.not_attempted
-        self.rows = report.rows
 
 
 def _validate(batch_size: int, concurrency: int, max_batch_bytes: int | None) -> None:
@@ -417,7 +402,7 @@ async def _write_all(
         try:
             await run_transaction(engine, body, policy=policy, stats=run.stats)
         except Exception as error:
-            run.report.failures.append(FailedBatch(span, error))
+            run.report.failures.append(FailedRange(span, error))
         else:
             run.commit(span, len(chunk), batches_total)
         finally:
@@ -444,7 +429,7 @@ async def _write_all(
         raise
     except Exception as error:  # reading the input failed
         await asyncio.gather(*running, return_exceptions=True)
-        run.report.failures.append(FailedBatch((next_start, next_start), error))
+        run.report.failures.append(FailedRange((next_start, next_start), error))
         run.report.not_attempted.append((next_start, total_rows))
     finally:
         await chunks.aclose()
@@ -630,7 +615,7 @@ async def delete(
         try:
             deleted = await run_transaction(engine, body, policy=policy, stats=run.stats)
         except Exception as error:
-            run.report.failures.append(FailedBatch((done, done + batch_size), error))
+            run.report.failures.append(FailedRange((done, done + batch_size), error))
             break
         run.commit((done, done + deleted), deleted, None)
         if deleted < batch_size:

@@ -7,9 +7,13 @@ say which Aurora DSQL rule was hit and what to do instead.
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exc
+
+if TYPE_CHECKING:
+    from .batch import BatchReport
 
 
 class DSQLError(exc.SQLAlchemyError):
@@ -136,17 +140,60 @@ def _rebuild_connection_lost(
     return ConnectionLost(message, original, during_commit=during_commit)
 
 
-class RetriesExhausted(DSQLError):
-    """A transaction kept conflicting until the retry policy gave up.
+class RetryReason(enum.Enum):
+    """Why a transaction was run again, or why the retries that ran out were made."""
 
-    ``attempts`` is how many times it ran, ``last_error`` (also the
-    ``__cause__``) the last conflict and ``sqlstate`` its code.
+    CONFLICT = "conflict"
+    """An optimistic-concurrency conflict: SQLSTATE ``40001``, ``OC000`` or ``OC001``."""
+
+    CONNECTION_LOST = "connection_lost"
+    """The connection died: before COMMIT (nothing was committed), or during an
+    idempotent transaction's COMMIT."""
+
+
+class RetriesExhausted(DSQLError):
+    """A transaction kept failing with retryable errors until the retry policy gave up.
+
+    ``reason`` says what kept happening (:class:`RetryReason`), ``attempts``
+    how many times it ran, ``last_error`` (also the ``__cause__``) the last
+    failure. ``sqlstate`` is the last error's SQLSTATE when it had one (for a
+    conflict, ``OC000``, ``OC001`` or ``40001``); a lost connection usually
+    has none, and then it is ``None``.
     """
 
     def __init__(
-        self, message: str, *, attempts: int, last_error: BaseException, sqlstate: str
+        self,
+        message: str,
+        *,
+        reason: RetryReason,
+        attempts: int,
+        last_error: BaseException,
+        sqlstate: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.reason = reason
         self.attempts = attempts
         self.last_error = last_error
         self.sqlstate = sqlstate
+
+
+class BatchFailed(DSQLError):
+    """A batch failed and the run stopped; the attributes say exactly what is in the database.
+
+    Raised by :mod:`sqlalchemy_dsql.batch`. ``committed``: row ranges in the
+    database; ``failed``: the first failed batch's range (``error`` /
+    ``__cause__`` is its error); ``failures``: every failed batch, as
+    :class:`~sqlalchemy_dsql.batch.FailedRange` records; ``not_attempted``:
+    ranges never sent; ``rows``: rows written; ``report``: the partial
+    :class:`~sqlalchemy_dsql.batch.BatchReport`.
+    """
+
+    def __init__(self, message: str, *, report: BatchReport) -> None:
+        super().__init__(message)
+        self.report = report
+        self.committed = report.committed
+        self.failures = report.failures
+        self.failed = report.failures[0].range
+        self.error = report.failures[0].error
+        self.not_attempted = report.not_attempted
+        self.rows = report.rows

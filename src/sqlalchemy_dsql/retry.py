@@ -36,20 +36,26 @@ Between attempts the helper sleeps (``asyncio.sleep``, never blocking) for an
 exponentially growing, capped delay with full jitter, and gives up after
 ``max_attempts`` or when the next sleep would pass ``deadline`` seconds since
 the first attempt, raising :class:`~sqlalchemy_dsql.errors.RetriesExhausted`
-with the attempt count and the last conflict. Each retry calls ``on_retry``
-with a :class:`RetryEvent`, adds to :class:`RetryStats`, and logs at DEBUG on
+with the attempt count, the last error and its :class:`RetryReason`
+(``CONFLICT`` or ``CONNECTION_LOST``). Each retry calls ``on_retry`` with a
+:class:`RetryEvent`, adds to :class:`RetryStats`, and logs at DEBUG on
 ``sqlalchemy_dsql.retry``.
+
+Work that is not one function over a fresh transaction (a step of a schema
+change, a batch on a connection already open) uses the same loop directly:
+:class:`Attempts`, ``for attempt in Attempts(policy): with attempt: ...``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -57,11 +63,15 @@ from sqlalchemy import Connection, Engine, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import ConfigurationError, ConnectionLost, RetriesExhausted
+from .errors import ConfigurationError, ConnectionLost, RetriesExhausted, RetryReason
 
 __all__ = [
+    "Attempt",
+    "AttemptState",
+    "Attempts",
     "RetryEvent",
     "RetryPolicy",
+    "RetryReason",
     "RetryStats",
     "conflict_sqlstate",
     "run_transaction",
@@ -73,7 +83,7 @@ __all__ = [
 T = TypeVar("T")
 _log = logging.getLogger("sqlalchemy_dsql.retry")
 _CONFLICT_CODES = ("OC000", "OC001")
-_RETRYABLE_SQLSTATES = frozenset({"40001", *_CONFLICT_CODES})
+_CONNECTION_FAILURE = "08006"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +127,17 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class RetryEvent:
-    """One retry about to happen: after ``attempt`` failed, sleeping ``delay`` seconds."""
+    """One retry about to happen: after ``attempt`` failed, sleeping ``delay`` seconds.
+
+    ``sqlstate`` is the conflict's code, or ``08006`` (connection failure) when
+    ``reason`` is :attr:`RetryReason.CONNECTION_LOST`.
+    """
 
     attempt: int
     delay: float
     sqlstate: str
     error: BaseException
+    reason: RetryReason
 
 
 @dataclass
@@ -209,72 +224,229 @@ def _lost_before_commit(error: BaseException) -> bool:
     )
 
 
-class _Attempts:
-    """The bookkeeping shared by the async and sync loops."""
+class AttemptState(enum.Enum):
+    """Where one :class:`Attempt` is."""
+
+    RUNNING = "running"
+    """Handed out and not finished: its ``with`` block has not ended yet."""
+
+    SUCCEEDED = "succeeded"
+    """Its ``with`` block ended without an exception; no attempt follows."""
+
+    RETRYING = "retrying"
+    """It failed with a retryable error; the next attempt follows after ``delay`` seconds."""
+
+    FAILED = "failed"
+    """It failed with an error that is not retried, or the retries ran out; the error propagates."""
+
+
+class Attempt:
+    """One run of the work, used as ``with attempt:`` around it; made by :class:`Attempts`.
+
+    Leaving the block without an exception ends the loop. A retryable error
+    is swallowed (the loop sleeps and runs the work again), any other error
+    propagates, and the last retryable error before the policy gives up
+    propagates as :class:`~sqlalchemy_dsql.errors.RetriesExhausted`.
+    """
+
+    __slots__ = ("_attempts", "delay", "error", "number", "reason", "state")
+
+    def __init__(self, attempts: Attempts, number: int) -> None:
+        self._attempts = attempts
+        self.number = number
+        """1 for the first attempt."""
+        self.state = AttemptState.RUNNING
+        self.error: BaseException | None = None
+        """What ended it, unless it succeeded."""
+        self.reason: RetryReason | None = None
+        """Why it is retried (``RETRYING``) or why the retries ran out."""
+        self.delay: float | None = None
+        """The sleep before the next attempt, when ``RETRYING``."""
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(
+        self, error_type: type[BaseException] | None, error: BaseException | None, tb: object
+    ) -> bool:
+        if error is None:
+            self.state = AttemptState.SUCCEEDED
+            return False
+        self.error = error
+        # Cancellation, KeyboardInterrupt and the like are never retried.
+        if not isinstance(error, Exception):
+            self.state = AttemptState.FAILED
+            return False
+        self._attempts._failed(self, error)
+        return self.state is AttemptState.RETRYING
+
+    def __repr__(self) -> str:
+        return f"<Attempt {self.number} {self.state.value}>"
+
+
+class Attempts:
+    """The retry loop of :func:`run_transaction`, for work it cannot wrap.
+
+    Iterate it (``for`` in synchronous code, ``async for`` under asyncio) and
+    run the whole transaction inside ``with attempt:``; roll back inside the
+    block, before it ends with the error::
+
+        for attempt in Attempts(RetryPolicy(max_attempts=5), name="nightly import"):
+            with attempt:
+                with engine.begin() as conn:
+                    import_rows(conn)
+
+        async for attempt in Attempts(policy, on_retry=log_retry):
+            with attempt:
+                async with engine.begin() as conn:
+                    return await book(conn)
+
+    A retryable error (see the module documentation) ends the block quietly;
+    the loop then sleeps (``time.sleep`` in ``for``, ``asyncio.sleep`` in
+    ``async for``) for ``policy``'s backoff and hands out the next attempt.
+    Any other error leaves the block and the loop unchanged. When the policy
+    gives up (``max_attempts``, or the next sleep would pass the deadline)
+    the block raises :class:`~sqlalchemy_dsql.errors.RetriesExhausted` from
+    the last error. The loop ends after the first attempt that succeeds.
+
+    ``retry_on`` narrows what is retried: ``{RetryReason.CONFLICT}`` leaves a
+    lost connection to propagate, for work that cannot get a new connection.
+    Each retry calls ``on_retry``, counts in ``stats`` (and
+    :data:`totals`) and is logged at DEBUG; ``name`` names the work in the log
+    and in ``RetriesExhausted``. An ``Attempts`` runs one piece of work once:
+    make a new one for the next.
+    """
 
     def __init__(
         self,
-        policy: RetryPolicy,
-        on_retry: Callable[[RetryEvent], object] | None,
-        stats: RetryStats | None,
-        name: str,
+        policy: RetryPolicy | None = None,
+        *,
+        name: str = "transaction",
+        on_retry: Callable[[RetryEvent], object] | None = None,
+        stats: RetryStats | None = None,
+        retry_on: Collection[RetryReason] = frozenset(RetryReason),
     ) -> None:
-        self.policy = policy
-        self.on_retry = on_retry
-        self.stats = [s for s in (totals, stats) if s is not None]
+        self.policy = policy or RetryPolicy()
         self.name = name
-        self.started = time.monotonic()
-        self.attempt = 0
-        for s in self.stats:
-            s.transactions += 1
+        self.on_retry = on_retry
+        self.retry_on = frozenset(retry_on)
+        self._stats = [s for s in (totals, stats) if s is not None]
+        self._started = 0.0
+        self.current: Attempt | None = None
+        """The attempt handed out last; ``None`` before the first."""
 
-    def begin(self) -> None:
-        self.attempt += 1
-        for s in self.stats:
-            s.attempts += 1
+    def __iter__(self) -> Iterator[Attempt]:
+        return self
 
-    def next_delay(self, error: BaseException) -> float:
-        """The sleep before the next attempt, or raise: ``error`` is not retried."""
-        sqlstate = conflict_sqlstate(error)
-        if sqlstate is None and _lost_before_commit(error):
-            sqlstate = "08006"  # connection failure: nothing was committed
-        elif sqlstate is None and _commit_outcome_unknown(error):
-            if not self.policy.idempotent:
-                raise error
-            sqlstate = "08006"
-        if sqlstate is None:
-            raise error
-        delay = self.policy.delay(self.attempt)
-        elapsed = time.monotonic() - self.started
-        out_of_time = self.policy.deadline is not None and (elapsed + delay > self.policy.deadline)
-        if self.attempt >= self.policy.max_attempts or out_of_time:
-            for s in self.stats:
-                s.gave_up += 1
-            reason = (
-                f"after {self.attempt} attempts"
-                if not out_of_time
-                else f"at the {self.policy.deadline} s deadline, after {self.attempt} attempts"
+    def __next__(self) -> Attempt:
+        delay = self._next_delay()
+        if delay is None:
+            raise StopIteration
+        time.sleep(delay)
+        return self._begin()
+
+    def __aiter__(self) -> AsyncIterator[Attempt]:
+        return self
+
+    async def __anext__(self) -> Attempt:
+        delay = self._next_delay()
+        if delay is None:
+            raise StopAsyncIteration
+        await asyncio.sleep(delay)
+        return self._begin()
+
+    def _next_delay(self) -> float | None:
+        """The sleep before the next attempt, or ``None``: the loop is over."""
+        current = self.current
+        if current is None:
+            self._started = time.monotonic()
+            for s in self._stats:
+                s.transactions += 1
+            return 0.0
+        if current.state is AttemptState.RETRYING:
+            assert current.delay is not None
+            return current.delay
+        if current.state is AttemptState.RUNNING:
+            raise RuntimeError(
+                f"{self.name}: attempt {current.number} was not run inside `with attempt:`; "
+                "wrap the work in it so that its errors are seen"
             )
+        return None
+
+    def _begin(self) -> Attempt:
+        self.current = Attempt(self, 1 if self.current is None else self.current.number + 1)
+        for s in self._stats:
+            s.attempts += 1
+        return self.current
+
+    def _retryable(self, error: BaseException) -> tuple[RetryReason, str] | None:
+        """Why ``error`` may be retried and the SQLSTATE it counts under; ``None``: it may not."""
+        sqlstate = conflict_sqlstate(error)
+        if sqlstate is not None:
+            found = (RetryReason.CONFLICT, sqlstate)
+        elif _lost_before_commit(error) or (
+            self.policy.idempotent and _commit_outcome_unknown(error)
+        ):
+            # Counted as SQLSTATE 08006, connection failure, in RetryStats and RetryEvent.
+            found = (RetryReason.CONNECTION_LOST, _CONNECTION_FAILURE)
+        else:
+            return None
+        return found if found[0] in self.retry_on else None
+
+    def _failed(self, attempt: Attempt, error: Exception) -> None:
+        """Decide what follows ``attempt``'s ``error``: a retry, the error, or RetriesExhausted."""
+        retryable = self._retryable(error)
+        if retryable is None:
+            attempt.state = AttemptState.FAILED
+            return
+        reason, sqlstate = retryable
+        attempt.reason = reason
+        delay = self.policy.delay(attempt.number)
+        elapsed = time.monotonic() - self._started
+        out_of_time = self.policy.deadline is not None and elapsed + delay > self.policy.deadline
+        if attempt.number >= self.policy.max_attempts or out_of_time:
+            attempt.state = AttemptState.FAILED
+            for s in self._stats:
+                s.gave_up += 1
+            when = (
+                f"at the {self.policy.deadline} s deadline, after {attempt.number} attempts"
+                if out_of_time
+                else f"after {attempt.number} attempts"
+            )
+            if reason is RetryReason.CONFLICT:
+                last = f"the last conflict was SQLSTATE {sqlstate}"
+            else:
+                last = "the connection kept being lost; the last error was"
             raise RetriesExhausted(
-                f"{self.name} gave up {reason} in {elapsed:.3f} s; the last conflict was "
-                f"SQLSTATE {sqlstate}: {_first_line(error)}",
-                attempts=self.attempt,
+                f"{self.name} gave up {when} in {elapsed:.3f} s; {last}: {_first_line(error)}",
+                reason=reason,
+                attempts=attempt.number,
                 last_error=error,
-                sqlstate=sqlstate,
+                sqlstate=sqlstate if reason is RetryReason.CONFLICT else _any_sqlstate(error),
             ) from error
-        for s in self.stats:
+        attempt.state = AttemptState.RETRYING
+        attempt.delay = delay
+        for s in self._stats:
             s.retries += 1
             s.retries_by_sqlstate[sqlstate] += 1
         _log.debug(
             "%s: attempt %d failed with SQLSTATE %s, retrying in %.4f s",
             self.name,
-            self.attempt,
+            attempt.number,
             sqlstate,
             delay,
         )
         if self.on_retry is not None:
-            self.on_retry(RetryEvent(self.attempt, delay, sqlstate, error))
-        return delay
+            self.on_retry(RetryEvent(attempt.number, delay, sqlstate, error, reason))
+
+
+def _any_sqlstate(error: BaseException) -> str | None:
+    """The first SQLSTATE anywhere in ``error``'s chain, if any error there has one."""
+    for linked in _chain(error):
+        state = _sqlstate(linked)
+        if state is not None:
+            return state
+    return None
 
 
 def _first_line(error: BaseException) -> str:
@@ -328,17 +500,14 @@ async def run_transaction(
             f"run_transaction() needs an AsyncEngine or an async_sessionmaker, got "
             f"{type(target).__name__}; use run_transaction_sync() for Engine / sessionmaker"
         )
-    attempts = _Attempts(policy or RetryPolicy(), on_retry, stats, _name(fn))
-    while True:
-        attempts.begin()
-        try:
+    async for attempt in Attempts(policy, name=_name(fn), on_retry=on_retry, stats=stats):
+        with attempt:
             if isinstance(target, AsyncEngine):
                 async with target.begin() as conn:
                     return await fn(conn)
             async with target() as session, session.begin():
                 return await fn(session)
-        except Exception as error:
-            await asyncio.sleep(attempts.next_delay(error))
+    raise AssertionError("unreachable: the last attempt returned or raised")
 
 
 @overload
@@ -380,17 +549,14 @@ def run_transaction_sync(
             f"run_transaction_sync() needs an Engine or a sessionmaker, got "
             f"{type(target).__name__}; use run_transaction() for asyncio"
         )
-    attempts = _Attempts(policy or RetryPolicy(), on_retry, stats, _name(fn))
-    while True:
-        attempts.begin()
-        try:
+    for attempt in Attempts(policy, name=_name(fn), on_retry=on_retry, stats=stats):
+        with attempt:
             if isinstance(target, Engine):
                 with target.begin() as conn:
                     return fn(conn)
             with target() as session, session.begin():
                 return fn(session)
-        except Exception as error:
-            time.sleep(attempts.next_delay(error))
+    raise AssertionError("unreachable: the last attempt returned or raised")
 
 
 def transactional(

@@ -35,12 +35,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.ddl import ExecutableDDLElement, sort_tables_and_constraints
 
 from .dialect.base import AuroraDSQLDialect
-from .errors import AsyncJobFailed
+from .errors import AsyncJobFailed, RetryReason
+from .retry import Attempts, RetryPolicy
 
 __all__ = ["create_all", "create_all_sync", "drop_all", "drop_all_sync"]
 
 _NO_WAIT = {"auroradsql_wait_for_job": False}
-_CONFLICT_ATTEMPTS = 5
+# A step conflicts only with the schema change just before it: a few quick retries.
+_STEP_POLICY = RetryPolicy(max_attempts=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,7 @@ def create_all_sync(
     """The synchronous twin of :func:`create_all`."""
     with _sync_connection(bind) as connection:
         dialect = _dsql_dialect(connection)
-        steps = list(_creation_steps(metadata, tables, dialect, checkfirst))
+        steps = list(_creation_steps(metadata, tables, checkfirst))
         _compile_all(steps, dialect)
         jobs: list[tuple[str, str | None]] = []
         for step in steps:
@@ -109,17 +111,14 @@ def drop_all_sync(
     """The synchronous twin of :func:`drop_all`."""
     with _sync_connection(bind) as connection:
         dialect = _dsql_dialect(connection)
-        steps = list(_drop_steps(metadata, tables, dialect, checkfirst))
+        steps = list(_drop_steps(metadata, tables, checkfirst))
         _compile_all(steps, dialect)
         for step in steps:
             _run(connection, step)
 
 
 def _creation_steps(
-    metadata: MetaData,
-    tables: Sequence[Table] | None,
-    dialect: AuroraDSQLDialect,
-    checkfirst: bool,
+    metadata: MetaData, tables: Sequence[Table] | None, checkfirst: bool
 ) -> Iterator[_Step]:
     chosen = list(metadata.sorted_tables if tables is None else tables)
     for sequence in metadata._sequences.values():
@@ -150,10 +149,7 @@ def _creation_steps(
 
 
 def _drop_steps(
-    metadata: MetaData,
-    tables: Sequence[Table] | None,
-    dialect: AuroraDSQLDialect,
-    checkfirst: bool,
+    metadata: MetaData, tables: Sequence[Table] | None, checkfirst: bool
 ) -> Iterator[_Step]:
     chosen = list(metadata.sorted_tables if tables is None else tables)
     ordered = list(reversed(sort_tables_and_constraints(chosen)))
@@ -223,29 +219,27 @@ def _run(connection: Connection, step: _Step) -> tuple[str, str | None] | None:
 
     A schema change made just before (an index build finishing, say) can make
     DSQL fail the step with a conflict while the session refreshes its catalog;
-    the step did nothing then, so it is run again.
+    the step did nothing then, so it is run again. A lost connection is not
+    retried: the step runs on the caller's connection.
     """
-    for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
-        try:
-            if step.done is not None and step.done(connection):
+    for attempt in Attempts(
+        _STEP_POLICY,
+        name=f"schema step {type(step.element).__name__}",
+        retry_on={RetryReason.CONFLICT},
+    ):
+        with attempt:
+            try:
+                if step.done is not None and step.done(connection):
+                    connection.commit()
+                    return None
+                result = connection.execute(step.element.execution_options(**_NO_WAIT))
                 connection.commit()
-                return None
-            result = connection.execute(step.element.execution_options(**_NO_WAIT))
-            connection.commit()
-        except exc.DBAPIError as error:
-            connection.rollback()
-            if attempt == _CONFLICT_ATTEMPTS or not _is_conflict(error):
+            except exc.DBAPIError:
+                connection.rollback()
                 raise
-            continue
-        job: tuple[str, str | None] | None = getattr(result.context, "auroradsql_job", None)
-        return job
-    raise AssertionError("unreachable")
-
-
-def _is_conflict(error: exc.DBAPIError) -> bool:
-    original = error.orig
-    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
-    return code == "40001"
+            job: tuple[str, str | None] | None = getattr(result.context, "auroradsql_job", None)
+            return job
+    raise AssertionError("unreachable: the last attempt returned or raised")
 
 
 def _wait_for_jobs(

@@ -21,7 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sqlalchemy_dsql import RetryPolicy
-from sqlalchemy_dsql.errors import ClusterUnreachable, ConnectionLost, RetriesExhausted
+from sqlalchemy_dsql.errors import (
+    ClusterUnreachable,
+    ConnectionLost,
+    RetriesExhausted,
+    RetryReason,
+)
 from sqlalchemy_dsql.integrations.aiohttp import (
     Database,
     database,
@@ -162,7 +167,9 @@ async def raise_database_error(request: web.Request) -> web.Response:
         raise ConnectionLost("lost during SELECT", original, during_commit=False)
     if kind == "unreachable":
         raise ClusterUnreachable("cannot reach the cluster")
-    raise RetriesExhausted("gave up", attempts=3, last_error=original, sqlstate="08006")
+    raise RetriesExhausted(
+        "gave up", reason=RetryReason.CONNECTION_LOST, attempts=3, last_error=original
+    )
 
 
 async def count_items(request: web.Request) -> web.Response:

@@ -14,8 +14,8 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, t
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqlalchemy_dsql import RetryPolicy, batch
-from sqlalchemy_dsql.batch import BatchFailed, Progress
-from sqlalchemy_dsql.errors import ConfigurationError
+from sqlalchemy_dsql.batch import FailedRange, Progress
+from sqlalchemy_dsql.errors import BatchFailed, ConfigurationError
 from sqlalchemy_dsql.local import LocalDSQL
 
 pytestmark = pytest.mark.integration
@@ -124,6 +124,8 @@ async def test_a_failing_batch_stops_the_run_with_an_exact_account(
     assert failed.failed == (10_000, 11_000)
     assert "23502" in repr(failed.__cause__) or "null value" in str(failed.__cause__)
     assert failed.error is failed.__cause__
+    assert batch.BatchFailed is BatchFailed  # still importable where it used to be
+    assert failed.failures[0] == FailedRange((10_000, 11_000), failed.error)
     # Every row is in exactly one of the ranges: committed, failed, not attempted.
     spans = [*failed.committed, failed.failed, *failed.not_attempted]
     covered = sorted((s, 20_000 if e is None else e) for s, e in spans)

@@ -252,6 +252,25 @@ async def test_several_ddl_statements_in_one_begin_block(driver: Driver) -> None
     assert await driver.run(check) == [f"{prefix}_a", f"{prefix}_b"]
 
 
+async def test_ddl_text_after_a_comment_is_committed_on_its_own(driver: Driver) -> None:
+    table_name = f"commented_ddl_{driver.name}"
+
+    def commented(conn: Connection) -> None:
+        with conn.begin():
+            conn.execute(text(f"DROP TABLE IF EXISTS {table_name}"))
+            conn.execute(
+                text(f"-- why it exists\nCREATE TABLE {table_name} (id bigint PRIMARY KEY)")
+            )
+            # DSQL refuses this write in the DDL's transaction unless the dialect ended it.
+            conn.execute(text(f"/* first row */ INSERT INTO {table_name} VALUES (1)"))
+
+    def rows(conn: Connection) -> int:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table_name}")).scalar_one())
+
+    await driver.run(commented)
+    assert await driver.run(rows) == 1
+
+
 def _model(suffix: str) -> tuple[MetaData, Table, Table]:
     metadata = MetaData()
     owner = Table(

@@ -29,6 +29,7 @@ from sqlalchemy_dsql.errors import (
     ConfigurationError,
     ConnectionLost,
     RetriesExhausted,
+    RetryReason,
 )
 from sqlalchemy_dsql.integrations.fastapi import Database, add_exception_handlers, get_or_404
 from sqlalchemy_dsql.local import LocalDSQL
@@ -163,7 +164,7 @@ class App:
             if kind == "unreachable":
                 raise ClusterUnreachable("cannot reach the cluster")
             raise RetriesExhausted(
-                "gave up", attempts=3, last_error=original, sqlstate="08006"
+                "gave up", reason=RetryReason.CONNECTION_LOST, attempts=3, last_error=original
             ) from original
 
         return app

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy_dsql import RetryPolicy, run_transaction, run_transaction_sync, transactional
 from sqlalchemy_dsql.errors import ConnectionLost, RetriesExhausted
 from sqlalchemy_dsql.local import LocalDSQL
-from sqlalchemy_dsql.retry import RetryEvent, RetryStats
+from sqlalchemy_dsql.retry import Attempts, AttemptState, RetryEvent, RetryReason, RetryStats
 
 pytestmark = pytest.mark.integration
 
@@ -315,3 +315,66 @@ def test_sync_twin_with_engine_and_sessionmaker(
 async def test_wrong_target_is_refused() -> None:
     with pytest.raises(Exception, match="needs an AsyncEngine or an async_sessionmaker"):
         await run_transaction(object(), _increment)  # type: ignore[call-overload]
+
+
+async def test_attempts_used_directly_retry_a_real_conflict(
+    engine: AsyncEngine, dsql: LocalDSQL
+) -> None:
+    await _reset(engine, 1)
+    stats = RetryStats()
+    states: list[tuple[int, AttemptState]] = []
+    dsql.fail_next_commits("40001", OC001)
+    loop = Attempts(FAST, name="direct increment", stats=stats)
+    async for attempt in loop:
+        with attempt:
+            async with engine.begin() as conn:
+                await _increment(conn)
+        states.append((attempt.number, attempt.state))
+    assert states == [(1, AttemptState.RETRYING), (2, AttemptState.SUCCEEDED)]
+    assert dict(stats.retries_by_sqlstate) == {"OC001": 1}
+    assert await _value(engine) == 1
+
+
+async def _lose_the_connection(conn: AsyncConnection, dsql: LocalDSQL) -> None:
+    raw = (await conn.get_raw_connection()).driver_connection
+    dsql.kill(raw.get_server_pid())  # type: ignore[union-attr]
+    await asyncio.sleep(0.05)
+    await _increment(conn)
+
+
+async def test_attempts_for_conflicts_only_let_a_lost_connection_through(
+    engine: AsyncEngine, dsql: LocalDSQL
+) -> None:
+    await _reset(engine, 1)
+    stats = RetryStats()
+
+    async def lose_it_once_per_attempt() -> None:
+        async for attempt in Attempts(FAST, stats=stats, retry_on={RetryReason.CONFLICT}):
+            with attempt:
+                async with engine.begin() as conn:
+                    await _lose_the_connection(conn, dsql)
+
+    with pytest.raises(ConnectionLost) as caught:
+        await lose_it_once_per_attempt()
+    assert not caught.value.during_commit
+    assert (stats.attempts, stats.retries) == (1, 0)
+
+
+async def test_repeated_connection_loss_gives_up_with_its_own_reason(
+    engine: AsyncEngine, dsql: LocalDSQL
+) -> None:
+    await _reset(engine, 1)
+
+    async def always_lost(conn: AsyncConnection) -> None:
+        await _lose_the_connection(conn, dsql)
+
+    policy = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.01)
+    with pytest.raises(RetriesExhausted) as caught:
+        await run_transaction(engine, always_lost, policy=policy)
+    error = caught.value
+    assert error.reason is RetryReason.CONNECTION_LOST
+    assert error.attempts == 2
+    assert error.sqlstate is None  # asyncpg's lost connection has none, and none is made up
+    assert "the connection kept being lost" in str(error)
+    assert isinstance(error.__cause__, ConnectionLost)
+    assert await _value(engine) == 0

@@ -6,8 +6,16 @@ import pytest
 from sqlalchemy.exc import DBAPIError
 
 from sqlalchemy_dsql import RetryPolicy
-from sqlalchemy_dsql.errors import ConfigurationError
-from sqlalchemy_dsql.retry import conflict_sqlstate
+from sqlalchemy_dsql.errors import ConfigurationError, RetriesExhausted
+from sqlalchemy_dsql.retry import (
+    Attempt,
+    Attempts,
+    AttemptState,
+    RetryEvent,
+    RetryReason,
+    RetryStats,
+    conflict_sqlstate,
+)
 
 
 class _DriverError(Exception):
@@ -111,3 +119,92 @@ def test_connection_lost_survives_pickling() -> None:
     assert isinstance(copy, ConnectionLost)
     assert copy.during_commit is True
     assert "lost the connection" in str(copy)
+
+
+# -- the Attempts loop, used directly (conflicts stand in for the database's) ------------------
+
+_INSTANT = RetryPolicy(base_delay=0, max_delay=0)
+
+
+def _conflict() -> DBAPIError:
+    return _wrapped(_DriverError("change conflicts with another transaction (OC000)", "40001"))
+
+
+def test_attempts_run_again_after_conflicts_and_stop_after_success() -> None:
+    stats = RetryStats()
+    events: list[RetryEvent] = []
+    seen: list[Attempt] = []
+    for attempt in Attempts(_INSTANT, name="work", on_retry=events.append, stats=stats):
+        seen.append(attempt)
+        with attempt:
+            if attempt.number < 3:
+                raise _conflict()
+    assert [(a.number, a.state, a.reason) for a in seen] == [
+        (1, AttemptState.RETRYING, RetryReason.CONFLICT),
+        (2, AttemptState.RETRYING, RetryReason.CONFLICT),
+        (3, AttemptState.SUCCEEDED, None),
+    ]
+    assert [(e.attempt, e.sqlstate, e.reason) for e in events] == [
+        (1, "OC000", RetryReason.CONFLICT),
+        (2, "OC000", RetryReason.CONFLICT),
+    ]
+    assert stats.as_dict() == {
+        "transactions": 1,
+        "attempts": 3,
+        "retries": 2,
+        "gave_up": 0,
+        "retries_by_sqlstate": {"OC000": 2},
+    }
+
+
+async def test_async_attempts_return_from_the_attempt_that_succeeded() -> None:
+    async def work() -> int:
+        async for attempt in Attempts(_INSTANT):
+            with attempt:
+                if attempt.number == 1:
+                    raise _conflict()
+                return attempt.number
+        raise AssertionError("the loop ended without a successful attempt")
+
+    assert await work() == 2
+
+
+def _fail_every_attempt(loop: Attempts, error: BaseException, seen: list[Attempt]) -> None:
+    for attempt in loop:
+        seen.append(attempt)
+        with attempt:
+            raise error
+
+
+def test_an_error_that_is_not_retried_propagates_unchanged() -> None:
+    stats = RetryStats()
+    refused = _wrapped(_DriverError("transaction row limit exceeded", "54000"))
+    seen: list[Attempt] = []
+    with pytest.raises(DBAPIError) as caught:
+        _fail_every_attempt(Attempts(_INSTANT, stats=stats), refused, seen)
+    assert caught.value is refused
+    assert [(a.state, a.error) for a in seen] == [(AttemptState.FAILED, refused)]
+    assert (stats.attempts, stats.retries, stats.gave_up) == (1, 0, 0)
+
+
+def test_giving_up_raises_retries_exhausted_with_the_reason() -> None:
+    stats = RetryStats()
+    policy = RetryPolicy(max_attempts=2, base_delay=0, max_delay=0)
+    seen: list[Attempt] = []
+    with pytest.raises(RetriesExhausted) as caught:
+        _fail_every_attempt(Attempts(policy, stats=stats), _conflict(), seen)
+    error = caught.value
+    assert (error.reason, error.sqlstate, error.attempts) == (RetryReason.CONFLICT, "OC000", 2)
+    assert isinstance(error.__cause__, DBAPIError)
+    assert "transaction gave up after 2 attempts" in str(error)
+    assert [a.state for a in seen] == [AttemptState.RETRYING, AttemptState.FAILED]
+    assert (stats.attempts, stats.retries, stats.gave_up) == (2, 1, 1)
+
+
+def test_an_attempt_used_without_its_with_block_is_an_error() -> None:
+    loop = Attempts(_INSTANT, name="careless")
+    next(loop)
+    with pytest.raises(
+        RuntimeError, match="careless: attempt 1 was not run inside `with attempt:`"
+    ):
+        next(loop)

@@ -7,7 +7,6 @@ import functools
 import io
 import logging
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +26,9 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.util import immutabledict
 
+from ..dialect.statement import StatementKind, statement_kind, statements
 from ..errors import AsyncJobFailed, MigrationInterrupted, MigrationRefused
-from ..retry import RetryPolicy, _Attempts, conflict_sqlstate
+from ..retry import Attempts, RetryReason
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, CursorResult
@@ -44,10 +44,6 @@ ROWS_PER_TRANSACTION = 1000
 # Set on the offline context a migration is checked on before it runs.
 _CHECKING = "auroradsql_checking"
 
-# Statements that change data or only read: everything else sent as text is DDL.
-_DATA_TEXT = re.compile(
-    r"^\s*(?:INSERT|UPDATE|DELETE|MERGE|SELECT|WITH|VALUES|TABLE|CALL|SHOW)\b", re.IGNORECASE
-)
 # What DSQL refuses, as op.execute() would send it: (pattern, what it is, what to do).
 _REFUSED_TEXT: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE | re.DOTALL), what, instead)
@@ -100,7 +96,6 @@ _REFUSED_TEXT: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
         (r"^\s*(?:LISTEN|NOTIFY|UNLISTEN)\b", "LISTEN / NOTIFY", "DSQL has neither"),
     )
 )
-_LITERALS_AND_COMMENTS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.S)
 
 
 class AuroraDSQLImpl(PostgresqlImpl):
@@ -338,19 +333,17 @@ class AuroraDSQLImpl(PostgresqlImpl):
     def _run_batch(self, statement: TextClause, name: str) -> int:
         """Run one data statement in its own transaction, again after write conflicts."""
         assert self.connection is not None
-        attempts = _Attempts(RetryPolicy(), None, None, name)
-        while True:
-            attempts.begin()
-            try:
-                rows = int(self.connection.execute(statement).rowcount)
-                self.dialect.commit_writes(self.connection)  # type: ignore[attr-defined]
-                return rows
-            except exc.DBAPIError as error:
-                self.dialect.do_rollback(self.connection.connection)
-                # A lost connection is not retried here: the migration has only this one.
-                if conflict_sqlstate(error) is None:
+        # A lost connection is not retried here: the migration has only this one.
+        for attempt in Attempts(name=name, retry_on={RetryReason.CONFLICT}):
+            with attempt:
+                try:
+                    rows = int(self.connection.execute(statement).rowcount)
+                    self.dialect.commit_writes(self.connection)  # type: ignore[attr-defined]
+                except exc.DBAPIError:
+                    self.dialect.do_rollback(self.connection.connection)
                     raise
-                time.sleep(attempts.next_delay(error))
+                return rows
+        raise AssertionError("unreachable: the last attempt returned or raised")
 
 
 # -- checking migrations before they run ---------------------------------------
@@ -493,9 +486,8 @@ def _primary_key(connection: Connection, table_name: str, schema: str | None) ->
 
 
 def _refuse_text(statement: str) -> None:
-    bare = _LITERALS_AND_COMMENTS.sub("''", statement)
-    parts = [part for part in bare.split(";") if part.strip()]
-    if len(parts) > 1 and any(not _DATA_TEXT.match(part) for part in parts):
+    parts = statements(statement)
+    if len(parts) > 1 and any(statement_kind(part) is StatementKind.DDL for part in parts):
         raise MigrationRefused(
             "op.execute() of several statements including DDL: Aurora DSQL runs each DDL "
             "statement in a transaction of its own; call op.execute() once per statement. "
@@ -514,9 +506,8 @@ def _is_ddl(construct: Any) -> bool:
 
     if isinstance(construct, ExecutableDDLElement):
         return True
-    return isinstance(construct, TextClause) and not _DATA_TEXT.match(
-        _LITERALS_AND_COMMENTS.sub("''", construct.text)
-    )
+    # What the dialect commits right after: the same classifier decides.
+    return isinstance(construct, TextClause) and statement_kind(construct.text) is StatementKind.DDL
 
 
 def _is_version_statement(construct: Any, opts: Mapping[str, Any]) -> bool:

@@ -62,6 +62,7 @@ from ..errors import AsyncJobFailed, ConfigurationError, DDLAfterDMLError, Savep
 from ..pool import AsyncDSQLQueuePool, DSQLQueuePool
 from ..settings import ConnectionSettings, DriverFamily
 from .ddl import DSQLDDLCompiler, DSQLTypeCompiler
+from .statement import StatementKind, async_ddl, statement_kind
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -73,18 +74,6 @@ if TYPE_CHECKING:
 
 ISOLATION_LEVELS: tuple[IsolationLevel, ...] = ("REPEATABLE READ", "AUTOCOMMIT")
 
-_DDL_TEXT = re.compile(
-    r"^\s*(?:CREATE|ALTER|DROP|COMMENT\s+ON|GRANT|REVOKE|AWS\s+IAM)\b", re.IGNORECASE
-)
-_DML_TEXT = re.compile(
-    r"^\s*(?:INSERT|UPDATE|DELETE|MERGE)\b|^\s*WITH\b.*\b(?:INSERT|UPDATE|DELETE|MERGE)\b",
-    re.IGNORECASE | re.DOTALL,
-)
-_ASYNC_DDL_TEXT = re.compile(
-    r"^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX\s+ASYNC"
-    r"(?:\s+IF\s+NOT\s+EXISTS)?\s+(?P<index>\"[^\"]+\"|[\w$]+)|ALTER\s+TABLE\s+ASYNC\b)",
-    re.IGNORECASE,
-)
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Per DBAPI connection (``PoolProxiedConnection.info``): has the open transaction written?
 _WROTE = "auroradsql_transaction_wrote"
@@ -365,7 +354,7 @@ class AuroraDSQLDialect(PGDialect):
     ) -> None:
         default = _default(context)
         if default is not None:
-            if _kind(default, statement) == "ddl":
+            if _kind(default, statement) is StatementKind.DDL:
                 raise exc.InvalidRequestError("DDL cannot be executed with many parameter sets")
             _remember_write(default)
         super().do_executemany(cursor, statement, parameters, context)
@@ -377,12 +366,12 @@ class AuroraDSQLDialect(PGDialect):
         parameters: Any,
         context: DefaultExecutionContext | None,
     ) -> None:
-        kind = _kind(context, statement) if context is not None else "other"
-        if kind == "ddl":
+        kind = _kind(context, statement) if context is not None else StatementKind.OTHER
+        if kind is StatementKind.DDL:
             assert context is not None
             self._execute_ddl(cursor, statement, parameters, context)
             return
-        if kind == "dml":
+        if kind is StatementKind.DML:
             assert context is not None
             _remember_write(context)
         _run(cursor, statement, parameters)
@@ -404,7 +393,7 @@ class AuroraDSQLDialect(PGDialect):
                 + statement.strip().splitlines()[0][:200]
             )
         _run(cursor, statement, parameters)
-        job = _ASYNC_DDL_TEXT.match(statement)
+        job = async_ddl(statement)
         job_id = None
         if job is not None and cursor.description:
             row = cursor.fetchone()
@@ -415,7 +404,7 @@ class AuroraDSQLDialect(PGDialect):
             connection.commit()
         if job_id is None:
             return
-        name = _object_name(context, job.group("index") if job else None)
+        name = _object_name(context, job.index if job else None)
         # Callers that batch their waits (schema.create_all) read the job here.
         context.auroradsql_job = (job_id, name)  # type: ignore[attr-defined]
         if context.execution_options.get("auroradsql_wait_for_job", self.wait_for_jobs):
@@ -532,18 +521,15 @@ def _check_isolation_level(level: str) -> None:
         )
 
 
-def _kind(context: DefaultExecutionContext, statement: str) -> str:
+def _kind(context: DefaultExecutionContext, statement: str) -> StatementKind:
     if context.isddl:
-        return "ddl"
+        return StatementKind.DDL
     if context.isinsert or context.isupdate or context.isdelete:
-        return "dml"
+        return StatementKind.DML
     compiled = context.compiled
     if compiled is None or isinstance(compiled.statement, TextClause):
-        if _DDL_TEXT.match(statement):
-            return "ddl"
-        if _DML_TEXT.match(statement):
-            return "dml"
-    return "other"
+        return statement_kind(statement)
+    return StatementKind.OTHER
 
 
 def _remember_write(context: DefaultExecutionContext) -> None:

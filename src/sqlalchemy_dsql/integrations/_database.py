@@ -10,7 +10,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ..engine import create_async_dsql_engine
-from ..errors import ConfigurationError, RetriesExhausted
+from ..errors import ConfigurationError, RetriesExhausted, RetryReason
 from ..retry import RetryEvent, RetryPolicy, RetryStats, conflict_sqlstate, run_transaction
 
 P = ParamSpec("P")
@@ -110,6 +110,7 @@ class Database:
                     f"the transaction conflicted with another one (SQLSTATE {sqlstate}) and was "
                     "rolled back after 1 attempt; Database.transaction() does not retry: run the "
                     "unit of work with Database.run() or a transactional handler to retry it",
+                    reason=RetryReason.CONFLICT,
                     attempts=1,
                     last_error=error,
                     sqlstate=sqlstate,

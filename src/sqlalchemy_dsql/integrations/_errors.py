@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..errors import ConnectError, ConnectionLost, RetriesExhausted
+from ..errors import ConnectError, ConnectionLost, RetriesExhausted, RetryReason
 
 MAPPED = (RetriesExhausted, ConnectionLost, ConnectError)
 """The exception classes :func:`problem_for` answers."""
 
 _log = logging.getLogger("sqlalchemy_dsql.integrations")
-_CONNECTION_FAILURE = "08006"
 
 
 def problem_for(
@@ -24,7 +23,7 @@ def problem_for(
     """The status and JSON body that answer ``error``."""
     if isinstance(error, RetriesExhausted):
         attempts = "1 attempt" if error.attempts == 1 else f"{error.attempts} attempts"
-        if error.sqlstate == _CONNECTION_FAILURE:
+        if error.reason is RetryReason.CONNECTION_LOST:
             return 503, {
                 "error": "database_unavailable",
                 "detail": f"the connection to the database kept failing; gave up after {attempts}",
