@@ -8,7 +8,6 @@ import pytest
 
 from sqlalchemy_dsql.local import LocalDSQL
 
-
 _AWS_ENVIRONMENT = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 

@@ -60,14 +60,16 @@ def _mark(dsql: LocalDSQL) -> int:
 
 # -- which dialect a URL gives --------------------------------------------------
 
+ENDPOINT = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws"
+
 
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("auroradsql+asyncpg://abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres", AuroraDSQLDialect_asyncpg),
-        ("auroradsql+psycopg://abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres", AuroraDSQLDialect_psycopg_async),
-        ("auroradsql+psycopg_async://abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres", AuroraDSQLDialect_psycopg_async),
-        ("auroradsql://abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres", AuroraDSQLDialect_asyncpg),
+        (f"auroradsql+asyncpg://{ENDPOINT}/postgres", AuroraDSQLDialect_asyncpg),
+        (f"auroradsql+psycopg://{ENDPOINT}/postgres", AuroraDSQLDialect_psycopg_async),
+        (f"auroradsql+psycopg_async://{ENDPOINT}/postgres", AuroraDSQLDialect_psycopg_async),
+        (f"auroradsql://{ENDPOINT}/postgres", AuroraDSQLDialect_asyncpg),
     ],
 )
 def test_async_urls_give_our_async_dialects(url: str, expected: type) -> None:
@@ -79,9 +81,9 @@ def test_async_urls_give_our_async_dialects(url: str, expected: type) -> None:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("auroradsql+psycopg://abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres", AuroraDSQLDialect_psycopg),
-        ("auroradsql+psycopg2://abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres", AuroraDSQLDialect_psycopg2),
-        ("auroradsql://abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres", AuroraDSQLDialect_psycopg),
+        (f"auroradsql+psycopg://{ENDPOINT}/postgres", AuroraDSQLDialect_psycopg),
+        (f"auroradsql+psycopg2://{ENDPOINT}/postgres", AuroraDSQLDialect_psycopg2),
+        (f"auroradsql://{ENDPOINT}/postgres", AuroraDSQLDialect_psycopg),
     ],
 )
 def test_sync_urls_give_our_sync_dialects(url: str, expected: type) -> None:
@@ -99,7 +101,7 @@ def test_other_isolation_levels_are_refused_at_create_engine(level: str) -> None
         "'auroradsql' are REPEATABLE READ, AUTOCOMMIT: Aurora DSQL runs every"
     )
     with pytest.raises(exc.ArgumentError, match=re.escape(expected)):
-        create_engine("auroradsql+psycopg://abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres", isolation_level=level)
+        create_engine(f"auroradsql+psycopg://{ENDPOINT}/postgres", isolation_level=level)
 
 
 async def test_isolation_level_per_connection(driver: Driver, dsql: LocalDSQL) -> None:

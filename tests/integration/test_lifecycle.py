@@ -175,9 +175,7 @@ def test_command_line_serves_until_interrupted(tmp_path: Path) -> None:
             text=True,
             check=True,
         ).stdout.strip()
-        endpoint = next(
-            line.split()[1] for line in lines if line.strip().startswith("endpoint")
-        )
+        endpoint = next(line.split()[1] for line in lines if line.strip().startswith("endpoint"))
         with psycopg.connect(
             host=endpoint,
             hostaddr=exports["PGHOSTADDR"],
