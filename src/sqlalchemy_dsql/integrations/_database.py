@@ -7,7 +7,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import URL
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from ..engine import create_async_dsql_engine
 from ..errors import ConfigurationError, RetriesExhausted, RetryReason
@@ -20,9 +26,11 @@ T = TypeVar("T")
 class Database:
     """An engine made when the application starts and disposed when it stops.
 
-    Give the cluster endpoint and keyword arguments of
-    :func:`~sqlalchemy_dsql.create_async_dsql_engine`, or ``engine_factory``,
-    a callable that returns an ``AsyncEngine``; either way nothing connects
+    Give a URL (``auroradsql+asyncpg://admin@<endpoint>/postgres``, a settings
+    DSN) and keyword arguments of ``create_async_engine``; or the cluster
+    endpoint and keyword arguments of
+    :func:`~sqlalchemy_dsql.create_async_dsql_engine`; or ``engine_factory``,
+    a callable that returns an ``AsyncEngine``. Either way nothing connects
     until the application starts. ``policy``, ``on_retry`` and ``stats`` are
     what :meth:`run` passes to :func:`~sqlalchemy_dsql.run_transaction`.
     Sessions are made with ``expire_on_commit=False``: responses are built
@@ -31,7 +39,7 @@ class Database:
 
     def __init__(
         self,
-        host: str | None = None,
+        url_or_host: str | URL | None = None,
         /,
         *,
         engine_factory: Callable[[], AsyncEngine] | None = None,
@@ -41,12 +49,22 @@ class Database:
         **engine_kwargs: Any,
     ) -> None:
         if engine_factory is None:
-            if host is None:
-                raise ConfigurationError("Database() needs the cluster endpoint or engine_factory")
-            engine_factory = functools.partial(create_async_dsql_engine, host, **engine_kwargs)
-        elif host is not None or engine_kwargs:
+            if url_or_host is None:
+                raise ConfigurationError(
+                    "Database() needs a URL (auroradsql+asyncpg://admin@<endpoint>/postgres), "
+                    "the cluster endpoint, or engine_factory"
+                )
+            if isinstance(url_or_host, URL) or "://" in url_or_host:
+                engine_factory = functools.partial(
+                    create_async_engine, url_or_host, **engine_kwargs
+                )
+            else:
+                engine_factory = functools.partial(
+                    create_async_dsql_engine, url_or_host, **engine_kwargs
+                )
+        elif url_or_host is not None or engine_kwargs:
             raise ConfigurationError(
-                "Database(engine_factory=...) takes no endpoint or engine arguments: "
+                "Database(engine_factory=...) takes no URL, endpoint or engine arguments: "
                 "engine_factory makes the engine itself"
             )
         self.policy = policy or RetryPolicy()
