@@ -88,7 +88,7 @@ from collections.abc import (
     Sequence,
     Sized,
 )
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from sqlalchemy import ColumnElement, Table, select, tuple_
@@ -96,7 +96,7 @@ from sqlalchemy import delete as sa_delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .errors import BatchFailed, ConfigurationError
+from .errors import BatchFailed, BatchReport, ConfigurationError, FailedRange, Range
 from .retry import RetryPolicy, RetryStats, run_transaction
 
 __all__ = [
@@ -118,7 +118,6 @@ MAX_BATCH_SIZE = 3000
 DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 Row = Mapping[str, Any]
-Range = tuple[int, int]
 ProgressOption = Callable[["Progress"], object] | bool | None
 
 
@@ -135,35 +134,6 @@ class Progress:
     batches_done: int
     batches_total: int | None
     elapsed: float
-
-
-@dataclass
-class FailedRange:
-    """The row range of one batch that did not commit, and the error that stopped it.
-
-    Input that failed to be read is a range of no rows where the reading stopped.
-    """
-
-    range: Range
-    error: BaseException
-
-
-@dataclass
-class BatchReport:
-    """What a run did. ``committed`` holds merged, sorted half-open row ranges."""
-
-    operation: str
-    rows: int = 0
-    batches: int = 0
-    retries: int = 0
-    elapsed: float = 0.0
-    committed: list[Range] = field(default_factory=list)
-    failures: list[FailedRange] = field(default_factory=list)
-    not_attempted: list[tuple[int, int | None]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
 
 
 def _validate(batch_size: int, concurrency: int, max_batch_bytes: int | None) -> None:

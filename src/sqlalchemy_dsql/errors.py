@@ -8,12 +8,10 @@ say which Aurora DSQL rule was hit and what to do instead.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import exc
-
-if TYPE_CHECKING:
-    from .batch import BatchReport
 
 
 class DSQLError(exc.SQLAlchemyError):
@@ -177,15 +175,48 @@ class RetriesExhausted(DSQLError):
         self.sqlstate = sqlstate
 
 
+# A half-open range of row indices: rows [start, end) of a batch run's input.
+Range = tuple[int, int]
+
+
+@dataclass
+class FailedRange:
+    """The row range of one batch that did not commit, and the error that stopped it.
+
+    Input that failed to be read is a range of no rows where the reading stopped.
+    """
+
+    range: Range
+    error: BaseException
+
+
+@dataclass
+class BatchReport:
+    """What a run did. ``committed`` holds merged, sorted half-open row ranges."""
+
+    operation: str
+    rows: int = 0
+    batches: int = 0
+    retries: int = 0
+    elapsed: float = 0.0
+    committed: list[Range] = field(default_factory=list)
+    failures: list[FailedRange] = field(default_factory=list)
+    not_attempted: list[tuple[int, int | None]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
 class BatchFailed(DSQLError):
     """A batch failed and the run stopped; the attributes say exactly what is in the database.
 
     Raised by :mod:`sqlalchemy_dsql.batch`. ``committed``: row ranges in the
     database; ``failed``: the first failed batch's range (``error`` /
     ``__cause__`` is its error); ``failures``: every failed batch, as
-    :class:`~sqlalchemy_dsql.batch.FailedRange` records; ``not_attempted``:
+    :class:`FailedRange` records; ``not_attempted``:
     ranges never sent; ``rows``: rows written; ``report``: the partial
-    :class:`~sqlalchemy_dsql.batch.BatchReport`.
+    :class:`BatchReport` (both also importable from :mod:`sqlalchemy_dsql.batch`).
     """
 
     def __init__(self, message: str, *, report: BatchReport) -> None:
