@@ -24,6 +24,7 @@ PROXY = "auroradsql+asyncpg://admin@proxy.internal/postgres?region=us-east-1"
 
 def settings(
     url: str = URL,
+    *,
     family: DriverFamily = DriverFamily.ASYNCPG,
     environ: dict[str, str] | None = None,
     **options: Any,
@@ -34,12 +35,13 @@ def settings(
 
 def refused(
     url: str = URL,
+    *,
     family: DriverFamily = DriverFamily.ASYNCPG,
     environ: dict[str, str] | None = None,
     **options: Any,
 ) -> str:
     with pytest.raises(ConfigurationError) as caught:
-        settings(url, family, environ, **options)
+        settings(url, family=family, environ=environ, **options)
     return str(caught.value)
 
 
@@ -203,7 +205,8 @@ def test_aws_profile_is_the_default_chains_choice() -> None:
 
 @pytest.mark.parametrize("source", ["session", "credentials_provider"])
 def test_aws_profile_is_ignored_beside_a_session_or_provider(source: str) -> None:
-    made = settings(environ={"AWS_PROFILE": "dev"}, **{source: Opaque()})
+    given: dict[str, Any] = {source: Opaque()}
+    made = settings(environ={"AWS_PROFILE": "dev"}, **given)
     assert made.profile is None
     assert isinstance(getattr(made, source), Opaque)
 
@@ -231,7 +234,8 @@ def test_objects_are_keyword_arguments_only() -> None:
 
 def test_the_repr_never_shows_a_session_or_provider() -> None:
     for source in ("session", "credentials_provider"):
-        shown = repr(settings(**{source: Opaque()}))
+        given: dict[str, Any] = {source: Opaque()}
+        shown = repr(settings(**given))
         assert "Opaque" not in shown
         assert "AKIA" not in shown
         assert source not in shown
@@ -260,11 +264,11 @@ def test_driver_options_are_returned_for_the_driver() -> None:
 
 
 def test_a_driver_option_of_the_other_family_is_unknown() -> None:
-    message = refused(f"{URL}?keepalives_idle=30", DriverFamily.ASYNCPG)
+    message = refused(f"{URL}?keepalives_idle=30", family=DriverFamily.ASYNCPG)
     assert "unknown URL parameter 'keepalives_idle'" in message
     assert "asyncpg options: command_timeout" in message
     assert "pass anything else to the driver in connect_args" in message
-    message = refused(f"{URL}?command_timeout=5", DriverFamily.LIBPQ)
+    message = refused(f"{URL}?command_timeout=5", family=DriverFamily.LIBPQ)
     assert "libpq options: client_encoding" in message
 
 
