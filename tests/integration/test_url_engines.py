@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import socket
 import subprocess
 import sys
 import textwrap
@@ -185,7 +186,10 @@ async def test_an_endpoint_and_the_printed_environment_connect(
 
 
 async def test_the_endpoints_region_beats_aws_region(
-    dsql: LocalDSQL, driver: str, emulator_environment: dict[str, str], monkeypatch: Any
+    dsql: LocalDSQL,
+    driver: str,
+    emulator_environment: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # AWS_REGION is the application's default Region; the endpoint names this cluster's.
     monkeypatch.setenv("AWS_REGION", "eu-west-2")
@@ -213,7 +217,10 @@ async def test_url_parameters_override_the_environment(
 
 
 async def test_the_environment_is_read_when_the_url_is_silent(
-    dsql: LocalDSQL, driver: str, emulator_environment: dict[str, str], monkeypatch: Any
+    dsql: LocalDSQL,
+    driver: str,
+    emulator_environment: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The same URL connects or not with PGPORT alone changed: the variable is read.
     monkeypatch.setenv("PGPORT", str(_closed_port()))
@@ -228,8 +235,6 @@ async def test_the_environment_is_read_when_the_url_is_silent(
 
 
 def _closed_port() -> int:
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
