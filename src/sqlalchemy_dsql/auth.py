@@ -222,6 +222,9 @@ class TokenGenerator(_Generator):
         try:
             token = str(_signer(client, user)(host, self.region, expires_in))
         except NoCredentialsError:
+            # A client keeps the chain's answer: forget it, so that credentials that
+            # appear later (environment, a role attached late) are found next time.
+            self._client = None
             raise _no_credentials(self.region) from None
         self.minted += 1
         return token
@@ -271,6 +274,7 @@ class AsyncTokenGenerator(_Generator):
         try:
             token = str(await _signer(client, user)(host, self.region, expires_in))
         except NoCredentialsError:
+            await self.close()  # as above: the next token looks the chain up again
             raise _no_credentials(self.region) from None
         self.minted += 1
         return token

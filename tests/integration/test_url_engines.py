@@ -27,7 +27,7 @@ import trustme
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from sqlalchemy_dsql import pool_counters
+from sqlalchemy_dsql import auth, pool_counters
 from sqlalchemy_dsql.errors import (
     ClusterUnreachable,
     ConfigurationError,
@@ -547,3 +547,33 @@ def test_the_banners_exports_alone_reach_the_emulator(dsql: LocalDSQL) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "admin"
+
+
+# -- credentials that appear later -----------------------------------------------------------------
+
+
+async def test_credentials_set_after_a_failure_are_found(
+    dsql: LocalDSQL, driver: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Generators of this test only, shared by its two halves as one process's would be.
+    monkeypatch.setattr(auth, "_generators", {})
+    monkeypatch.setattr(auth, "_async_generators", {})
+    # No credentials anywhere: the default chain finds none, and says so.
+    with monkeypatch.context() as bare:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+            bare.delenv(name, raising=False)
+        bare.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+        bare.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+        bare.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        engine = make_engine(dsql.url(driver), driver)
+        try:
+            with pytest.raises(ConfigurationError, match="no AWS credentials found"):
+                await select_one(engine)
+        finally:
+            await dispose(engine)
+    # The key pair is back in the environment: the next engine on this loop finds it.
+    engine = make_engine(dsql.url(driver), driver)
+    try:
+        await select_one(engine)
+    finally:
+        await dispose(engine)
