@@ -222,8 +222,8 @@ class TokenGenerator(_Generator):
         try:
             token = str(_signer(client, user)(host, self.region, expires_in))
         except NoCredentialsError:
-            # A client resolves its credentials once: make the next attempt look again
-            # (credentials that appear later, e.g. a role not yet ready at start-up).
+            # A client keeps the chain's answer: forget it, so that credentials that
+            # appear later (environment, a role attached late) are found next time.
             self._client = None
             raise _no_credentials(self.region) from None
         self.minted += 1
@@ -274,8 +274,7 @@ class AsyncTokenGenerator(_Generator):
         try:
             token = str(await _signer(client, user)(host, self.region, expires_in))
         except NoCredentialsError:
-            # As above; the old client's context closes with the generator.
-            self._client = None
+            await self.close()  # as above: the next token looks the chain up again
             raise _no_credentials(self.region) from None
         self.minted += 1
         return token

@@ -138,14 +138,17 @@ class ConnectAttempt:
             for marker in (
                 "connection refused",
                 "could not translate host name",
+                "failed to resolve host",  # psycopg's async connect resolves names itself
                 "timeout expired",
                 "no route to host",
                 "network is unreachable",
             )
         ):
-            return self._unreachable(
-                _server_reason(error), unresolved="could not translate host name" in lowered
+            unresolved = any(
+                marker in lowered
+                for marker in ("could not translate host name", "failed to resolve host")
             )
+            return self._unreachable(_server_reason(error), unresolved=unresolved)
         return None
 
     def _target(self) -> str:

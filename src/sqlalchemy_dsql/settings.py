@@ -343,13 +343,16 @@ class ConnectionSettings:
                     f"as a keyword argument; give it once"
                 )
             value: Any = from_kwargs if from_kwargs is not None else from_url
+            source = name  # what a refusal calls the value: the setting, or its variable
             if value is None and not (name == "profile" and _other_credentials(options)):
-                value = next((env[var] for var in setting.environ if env.get(var)), None)
+                source, value = next(
+                    ((var, env[var]) for var in setting.environ if env.get(var)), (name, None)
+                )
                 if value is not None and name == "region" and url.host:
                     # The endpoint's own Region beats the application's default one.
                     value = _endpoint_region(url.host) or value
             if value is not None:
-                given[name] = setting.parse(name, value)
+                given[name] = setting.parse(source, value)
         return cls._resolve(url, given), driver_options
 
     @classmethod
