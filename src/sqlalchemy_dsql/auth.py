@@ -222,6 +222,9 @@ class TokenGenerator(_Generator):
         try:
             token = str(_signer(client, user)(host, self.region, expires_in))
         except NoCredentialsError:
+            # A client keeps the credentials it found when made, none here: the next
+            # connection makes a new one, which looks again (a role or a key set later).
+            self._client = None
             raise _no_credentials(self.region) from None
         self.minted += 1
         return token
@@ -271,6 +274,10 @@ class AsyncTokenGenerator(_Generator):
         try:
             token = str(await _signer(client, user)(host, self.region, expires_in))
         except NoCredentialsError:
+            # As in TokenGenerator.token: the next connection looks for credentials again.
+            async with self._lock:
+                if self._client is client:
+                    await self.close()
             raise _no_credentials(self.region) from None
         self.minted += 1
         return token
