@@ -171,6 +171,44 @@ def test_missing_credentials_are_explained(
         generator.token(HOST, "admin")
 
 
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_credentials_that_appear_later_are_found(
+    monkeypatch: pytest.MonkeyPatch, flavour: str
+) -> None:
+    # A process that started before its credentials were there (a role not yet
+    # attached, a key exported later) must not keep failing on the generator it made.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    def set_credentials() -> None:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY_ID)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", TEST_SECRET_ACCESS_KEY)
+
+    if flavour == "sync":
+        generator = TokenGenerator(REGION)
+        with pytest.raises(ConfigurationError, match="no AWS credentials found"):
+            generator.token(HOST, "admin")
+        set_credentials()
+        token = generator.token(HOST, "admin")
+    else:
+
+        async def twice() -> str:
+            generator = AsyncTokenGenerator(REGION)
+            try:
+                with pytest.raises(ConfigurationError, match="no AWS credentials found"):
+                    await generator.token(HOST, "admin")
+                set_credentials()
+                return await generator.token(HOST, "admin")
+            finally:
+                await generator.close()
+
+        token = asyncio.run(twice())
+    _verifier().verify("admin", token)
+
+
 @pytest.mark.parametrize("expires_in", [0, -5, 7 * 24 * 3600 + 1])
 def test_token_lifetime_bounds(expires_in: int) -> None:
     with pytest.raises(ConfigurationError, match="token lifetime"):
