@@ -2,11 +2,13 @@
 
 Every ``auroradsql`` engine opens its connections from a
 :class:`ConnectionSettings`, built once when the engine is made. Each setting
-can come from three places, first match wins:
+can come from:
 
-1. a dialect keyword argument: ``create_async_engine(url, region="us-east-1")``;
-2. a query parameter of the URL: ``...?region=us-east-1`` (the same name);
-3. the environment variable users already set for libpq or AWS, then the default.
+1. a dialect keyword argument, ``create_async_engine(url, region="us-east-1")``,
+   or a query parameter of the URL, ``...?region=us-east-1`` (the same name;
+   given both ways, the two must agree);
+2. else the environment variable users already set for libpq or AWS;
+3. else the default.
 
 =========================  =====================  ==================================
 setting                    environment            default
