@@ -48,15 +48,16 @@ def boto3_session(dsql: Emulator) -> boto3.Session:
 def emulator_url(dsql: Emulator, driver: str, options: dict[str, Any]) -> URL:
     """``dsql.url(driver)`` with what ``options`` replaces in it, taken out of ``options``.
 
-    ``user``, ``host`` and ``port`` replace the URL's own; ``hostaddr`` and
+    ``user``, ``host``, ``port`` and ``database`` replace the URL's own; ``hostaddr`` and
     ``sslrootcert`` replace its parameters (given twice, a setting would be
     refused). A None value leaves the setting out, to the environment or the
     default.
     """
     url = make_url(dsql.url(driver, user=options.pop("user", "admin")))
-    for part in ("host", "port"):
+    for part in ("host", "port", "database"):
         if part in options:
-            url = url.set(**{part: options.pop(part)})
+            # URL.set() would take None for "unchanged"; _replace() is NamedTuple's own.
+            url = url._replace(**{part: options.pop(part)})
     for name in _URL_QUERY_SETTINGS:
         if name in options:
             url = url.difference_update_query([name])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
@@ -26,13 +25,14 @@ def pytest_configure(config: Any) -> None:
     with _connect(_emulator) as connection:
         for name in _SCHEMAS:
             connection.execute(f"CREATE SCHEMA IF NOT EXISTS {name}")
-    # asyncpg reads the CA for ssl=verify-full from here.
-    os.environ["PGSSLROOTCERT"] = _emulator.ca_file
-    token = quote(_emulator.token(expires_in=6 * 3600), safe="")
-    config.option.dburi = [
-        f"auroradsql+asyncpg://admin:{token}@{_emulator.host}:{_emulator.port}/postgres"
-        "?ssl=verify-full"
-    ]
+    # The emulator's URL holds no secret: the dialect signs a token per connection
+    # with the AWS chain, here the emulator's test key pair (this process is the run's).
+    environ = _emulator.environ()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ[name] = environ[name]
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(name, None)
+    config.option.dburi = [_emulator.url()]
     pytestplugin.pytest_configure(config)
 
 
