@@ -682,7 +682,7 @@ async def test_pet_clinic_soak_under_faults(
     # The watch did see the records where a token could show: SQLAlchemy's statements
     # and pool, our engine's connects, botocore's signing.
     assert watch.counts["sqlalchemy.engine.Engine"] > 0
-    assert watch.counts["sqlalchemy_dsql.engine"] > 0
+    assert watch.counts["sqlalchemy_dsql.connect"] > 0
     assert watch.counts["botocore.auth"] > 0
     # Nothing leaked: every connection came back, and closing the engine closed them all.
     assert checked_out == 0
