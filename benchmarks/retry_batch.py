@@ -63,7 +63,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aioboto3
 from _common import (
     CPUMeter,
     Headline,
@@ -72,14 +71,15 @@ from _common import (
     percentile,
     results_argument,
     spread,
+    use_test_credentials_from_environment,
     write_results,
 )
 from dsql_core.occ_retry import OCCRetryConfig, _retry_async
 from sqlalchemy import Column, Integer, MetaData, String, Table, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from sqlalchemy_dsql import RetryPolicy, batch, create_async_dsql_engine, run_transaction
+from sqlalchemy_dsql import RetryPolicy, batch, run_transaction
 from sqlalchemy_dsql.errors import RetriesExhausted
 from sqlalchemy_dsql.local.process import SpawnedDSQL, spawn
 from sqlalchemy_dsql.retry import RetryEvent
@@ -270,19 +270,8 @@ class Measured:
 
 
 def _engine(dsql: SpawnedDSQL, pool_size: int) -> AsyncEngine:
-    session = aioboto3.Session(
-        aws_access_key_id=dsql.credentials.access_key,
-        aws_secret_access_key=dsql.credentials.secret_key,
-    )
-    return create_async_dsql_engine(
-        dsql.endpoint,
-        hostaddr=dsql.host,
-        port=dsql.port,
-        sslrootcert=dsql.ca_file,
-        session=session,
-        pool_size=pool_size,
-        max_overflow=0,
-    )
+    # The URL holds no secret: the dialect signs with the test key pair in the environment.
+    return create_async_engine(dsql.url(), pool_size=pool_size, max_overflow=0)
 
 
 async def _open_connections(engine: AsyncEngine, count: int) -> None:
@@ -600,6 +589,7 @@ def main() -> int:
     parser.add_argument("--skip-sweep", action="store_true", help="only (a) and (b)")
     results_argument(parser)
     args = parser.parse_args()
+    use_test_credentials_from_environment()
     with tempfile.TemporaryDirectory(prefix="dsql-bench-") as scratch:
         data_dir = Path(scratch)
         with spawn(

@@ -29,8 +29,9 @@ Part 2, time to open one connection through the emulator (TLS verify-full,
 token check, a backend session behind it): our engine against raw asyncpg
 given a precomputed token.
 
-* ours: ``await engine.connect()`` on a ``create_async_dsql_engine(...,
-  poolclass=NullPool)`` engine. With ``NullPool`` every ``connect()`` opens a
+* ours: ``await engine.connect()`` on a ``create_async_engine(dsql.url(),
+  poolclass=NullPool)`` engine (``auroradsql+asyncpg``, credentials from the
+  environment). With ``NullPool`` every ``connect()`` opens a
   new physical connection: the pool's checkout, our creator (a fresh token
   from the shared async generator, then ``asyncpg.connect``), the dialect's
   per-connection setup (asyncpg's json/jsonb codecs) and our retirement
@@ -93,7 +94,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from sqlalchemy_dsql.auth import AsyncTokenGenerator, TokenGenerator, async_token_generator
-from sqlalchemy_dsql.engine import create_async_dsql_engine
 from sqlalchemy_dsql.local import LocalDSQL
 from sqlalchemy_dsql.local.tokens import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 
@@ -106,7 +106,7 @@ OURS_SYNC = "ours: TokenGenerator (boto3, reused client)"
 OURS_ASYNC = "ours: AsyncTokenGenerator (aioboto3, reused client)"
 CONNECTOR = "aurora-dsql-python-connector: TokenManager.get_token"
 NEW_CLIENT = "new boto3 Session + client per token"
-ENGINE = "ours: create_async_dsql_engine, NullPool"
+ENGINE = "ours: create_async_engine(auroradsql+asyncpg URL), NullPool"
 RAW = "raw asyncpg.connect, precomputed token"
 STOCK = "reference: stock SQLAlchemy postgresql+asyncpg, NullPool, precomputed token"
 
@@ -254,17 +254,8 @@ async def _measure_tokens(
 async def _measure_connects(
     dsql: LocalDSQL, context: ssl.SSLContext, rounds: int, connects: int, warmup: int
 ) -> dict[str, list[float]]:
-    session = aioboto3.Session(
-        aws_access_key_id=TEST_ACCESS_KEY_ID, aws_secret_access_key=TEST_SECRET_ACCESS_KEY
-    )
-    engine = create_async_dsql_engine(
-        dsql.endpoint,
-        session=session,
-        hostaddr=dsql.host,
-        port=dsql.port,
-        sslrootcert=dsql.ca_file,
-        poolclass=NullPool,
-    )
+    # The emulator's URL: the dialect signs with the test key pair in the environment.
+    engine = create_async_engine(dsql.url(), poolclass=NullPool)
     password = dsql.token(USER)  # valid 15 minutes: longer than this part runs
 
     async def raw_connection() -> Any:
@@ -318,7 +309,7 @@ async def _measure_connects(
     finally:
         await engine.dispose()
         await plain.dispose()
-        await async_token_generator(dsql.region, session=session).close()
+        await async_token_generator(dsql.region).close()
     return timings
 
 

@@ -16,7 +16,7 @@ updates touch only the worker's own pets so that no contender meets write
 conflicts (their retries are measured by ``retry_batch.py``). Three contenders
 run on the same emulator and the same data, at concurrency 1, 8, 32 and 64:
 
-* ours: ``create_async_dsql_engine`` (``auroradsql+asyncpg``), the workers
+* ours: ``create_async_engine`` on the emulator's ``auroradsql+asyncpg`` URL, the workers
   are tasks under ``asyncio.gather``;
 * Amazon's: ``aurora_dsql_sqlalchemy.create_dsql_engine(driver="psycopg2")``
   (aurora-dsql-sqlalchemy 1.3.0, its recommended synchronous setup: the
@@ -90,7 +90,7 @@ from sqlalchemy.dialects import registry
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from sqlalchemy_dsql import batch, create_async_dsql_engine, schema
+from sqlalchemy_dsql import batch, schema
 from sqlalchemy_dsql.auth import async_token_generator
 from sqlalchemy_dsql.local import LocalDSQL, RoundTrip
 from sqlalchemy_dsql.local.process import spawn
@@ -104,7 +104,7 @@ TARGET_VS_STOCK = 0.95  # at every concurrency
 OURS, AMAZON, STOCK = "ours", "Amazon's", "stock"
 CONTENDERS = [OURS, AMAZON, STOCK]
 DESCRIPTIONS = {
-    OURS: "ours: auroradsql+asyncpg, create_async_dsql_engine, asyncio.gather",
+    OURS: "ours: auroradsql+asyncpg, create_async_engine(URL), asyncio.gather",
     AMAZON: "Amazon's: aurora-dsql-sqlalchemy 1.3.0 + psycopg2, create_dsql_engine, threads",
     STOCK: "stock: postgresql+asyncpg, same pool size and tokens, asyncio.gather",
 }
@@ -134,6 +134,7 @@ class Cluster(Protocol):
     def region(self) -> str: ...
     @property
     def ca_file(self) -> str: ...
+    def url(self, driver: str = "asyncpg", user: str = "admin") -> str: ...
 
 
 @dataclass(frozen=True)
@@ -252,15 +253,8 @@ def _aioboto3_session() -> aioboto3.Session:
 
 
 def ours_engine(dsql: Cluster, pool_size: int) -> AsyncEngine:
-    return create_async_dsql_engine(
-        dsql.endpoint,
-        hostaddr=dsql.host,
-        port=dsql.port,
-        sslrootcert=dsql.ca_file,
-        session=_aioboto3_session(),
-        pool_size=pool_size,
-        max_overflow=0,
-    )
+    # The emulator's URL: the dialect signs with the test key pair in the environment.
+    return create_async_engine(dsql.url(), pool_size=pool_size, max_overflow=0)
 
 
 def stock_engine(dsql: Cluster, pool_size: int) -> AsyncEngine:

@@ -6,7 +6,7 @@ With ``CLUSTER_ENDPOINT`` set, it runs against that Aurora DSQL cluster:
 * ``CLUSTER_USER``: ``admin`` (the default) or a database role linked to your
   IAM identity; any other role works in the schema ``myschema``, which it must
   be allowed to use (as in Amazon's asyncpg sample)
-* ``AWS_REGION``: optional, read from the endpoint otherwise
+* ``AWS_REGION``: optional; the endpoint names its own Region
 * credentials: the usual AWS chain (environment, profile, SSO, instance role)
 * ``PGPORT``, ``PGHOSTADDR``, ``PGSSLROOTCERT``: the standard libpq variables,
   for a tunnel, a proxy or a private CA (default: port 5432, the endpoint's
@@ -37,14 +37,18 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import aioboto3
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import URL, func, select
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import selectinload
 
-from sqlalchemy_dsql import create_async_dsql_engine, run_transaction, schema
+from sqlalchemy_dsql import run_transaction, schema
 from sqlalchemy_dsql.errors import DSQLError
 from sqlalchemy_dsql.retry import RetryEvent, RetryStats
 
@@ -292,19 +296,39 @@ async def run_demo(engine: AsyncEngine, where: str) -> Report:
 
 
 def _engine_from_environment(endpoint: str) -> AsyncEngine:
+    # A URL alone: the dialect reads the Region, PGPORT, PGHOSTADDR and PGSSLROOTCERT
+    # from the environment and signs a token per connection with the AWS chain.
     user = os.environ.get("CLUSTER_USER", "admin")
-    options: dict[str, Any] = {
-        "user": user,
-        "port": int(os.environ.get("PGPORT", "5432")),
-        "sslrootcert": os.environ.get("PGSSLROOTCERT", "system"),
-    }
-    if region := os.environ.get("AWS_REGION"):
-        options["region"] = region
-    if hostaddr := os.environ.get("PGHOSTADDR"):
-        options["hostaddr"] = hostaddr
+    url = URL.create("auroradsql+asyncpg", username=user, host=endpoint, database="postgres")
     if user != "admin":
-        options["schema"] = CUSTOM_ROLE_SCHEMA
-    return create_async_dsql_engine(endpoint, **options)
+        return create_async_engine(url, schema=CUSTOM_ROLE_SCHEMA)
+    return create_async_engine(url)
+
+
+# What would pick other credentials than the emulator's test key pair from the chain.
+_OTHER_CREDENTIALS = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+)
+
+
+@contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """``variables`` in ``os.environ``, without :data:`_OTHER_CREDENTIALS`, for the block."""
+    saved = {name: os.environ.get(name) for name in [*variables, *_OTHER_CREDENTIALS]}
+    for name in _OTHER_CREDENTIALS:
+        os.environ.pop(name, None)
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager
@@ -312,7 +336,9 @@ def engine_factory() -> Iterator[tuple[Callable[[], AsyncEngine], str]]:
     """Make engines as the module documentation says, and say where they point.
 
     Without ``CLUSTER_ENDPOINT`` the local emulator runs for the length of the
-    block. The demo, the FastAPI app and the aiohttp app all start here.
+    block, with its test key pair in this process's environment (as after
+    ``dsql-local``'s printout), and engines come from its URL. The demo, the
+    FastAPI app and the aiohttp app all start here.
     """
     if endpoint := os.environ.get("CLUSTER_ENDPOINT"):
         user = os.environ.get("CLUSTER_USER", "admin")
@@ -322,21 +348,11 @@ def engine_factory() -> Iterator[tuple[Callable[[], AsyncEngine], str]]:
 
     print("CLUSTER_ENDPOINT is not set: starting the local emulator (dsql-local) ...", flush=True)
     with LocalDSQL() as dsql:
-        credentials = aioboto3.Session(
-            aws_access_key_id=dsql.credentials.access_key,
-            aws_secret_access_key=dsql.credentials.secret_key,
-        )
-
-        def emulator_engine() -> AsyncEngine:
-            return create_async_dsql_engine(
-                dsql.endpoint,
-                hostaddr=dsql.host,
-                port=dsql.port,
-                sslrootcert=dsql.ca_file,
-                session=credentials,
-            )
-
-        yield emulator_engine, f"the local emulator ({dsql.endpoint})"
+        environ = dsql.environ()
+        key_pair = {name: environ[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        with _environment(key_pair):
+            url = dsql.url()
+            yield (lambda: create_async_engine(url)), f"the local emulator ({dsql.endpoint})"
 
 
 async def _run() -> Report:

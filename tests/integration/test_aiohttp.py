@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 from aiohttp import test_utils, web
-from engine_harness import assert_no_secrets, async_engine, secrets_of
 from pydantic import BaseModel, Field
 from sqlalchemy import String, exc, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from harness.engine import assert_no_secrets, async_engine, secrets_of
 from sqlalchemy_dsql import RetryPolicy
 from sqlalchemy_dsql.errors import (
     ClusterUnreachable,

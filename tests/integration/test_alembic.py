@@ -24,9 +24,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from async_pet_clinic.models import Base
-from clinic_harness import TABLES, cluster_environment
-from engine_harness import async_engine, sync_engine
 
+from harness.clinic import TABLES, cluster_environment
+from harness.engine import async_engine, sync_engine
 from sqlalchemy_dsql.errors import MigrationInterrupted, MigrationRefused
 from sqlalchemy_dsql.local import LocalDSQL
 

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from engine_harness import async_engine
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from harness.engine import async_engine
 from sqlalchemy_dsql import RetryPolicy, batch
 from sqlalchemy_dsql.batch import FailedRange, Progress
 from sqlalchemy_dsql.errors import BatchFailed, ConfigurationError

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from dialect_harness import DRIVERS, Driver, dsql_url
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -23,12 +22,14 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    make_url,
     select,
     text,
 )
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
+from harness.dialect import DRIVERS, Driver
 from sqlalchemy_dsql.dialect.asyncpg import AuroraDSQLDialect_asyncpg
 from sqlalchemy_dsql.dialect.psycopg import (
     AuroraDSQLDialect_psycopg,
@@ -341,8 +342,8 @@ async def test_reflection_round_trip(driver: Driver) -> None:
 
 
 async def test_bare_name_url_connects(dsql: LocalDSQL) -> None:
-    url = dsql_url(dsql, "asyncpg").replace("auroradsql+asyncpg", "auroradsql")
-    engine = create_async_engine(url, connect_args={"ssl": dsql.ssl_context()})
+    url = make_url(dsql.url("asyncpg")).set(drivername="auroradsql")
+    engine = create_async_engine(url)
     try:
         async with engine.connect() as conn:
             assert (await conn.execute(select(1))).scalar_one() == 1

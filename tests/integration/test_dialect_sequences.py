@@ -6,7 +6,6 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from dialect_harness import DRIVERS, Driver
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -21,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateSequence
 
+from harness.dialect import DRIVERS, Driver
 from sqlalchemy_dsql.local import LocalDSQL
 
 pytestmark = pytest.mark.integration

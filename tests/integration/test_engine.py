@@ -1,4 +1,8 @@
-"""create_async_dsql_engine through the emulator: tokens, TLS, retirement, replacement, loss."""
+"""auroradsql+asyncpg engines through the emulator: tokens, TLS, retirement, replacement, loss.
+
+The engines come from the emulator's URL (``create_async_dsql_engine`` builds the
+same URL and dialect arguments); the factory's own ``server_settings`` is tested here too.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from engine_harness import async_engine
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sqlalchemy_dsql import pool_counters
+from harness.engine import async_engine
+from sqlalchemy_dsql import create_async_dsql_engine, pool_counters
 from sqlalchemy_dsql.errors import ConfigurationError, ConnectionLost
 from sqlalchemy_dsql.local import LocalDSQL
 
@@ -231,7 +235,15 @@ async def test_direct_tls(dsql: LocalDSQL) -> None:
 
 
 async def test_application_name_and_server_settings(dsql: LocalDSQL) -> None:
-    engine = async_engine(dsql, application_name="clinic", server_settings={"TimeZone": "UTC"})
+    # server_settings is the factory's own option (asyncpg's), merged with application_name.
+    engine = create_async_dsql_engine(
+        dsql.endpoint,
+        hostaddr=dsql.host,
+        port=dsql.port,
+        sslrootcert=dsql.ca_file,
+        application_name="clinic",
+        server_settings={"TimeZone": "UTC"},
+    )
     try:
         async with engine.connect() as conn:
             name = (await conn.execute(text("SHOW application_name"))).scalar_one()

@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 import psycopg2.extensions
 import pytest
-from engine_harness import boto3_session, sync_engine
 from sqlalchemy import Engine, text
 
+from harness.engine import boto3_session, sync_engine
 from sqlalchemy_dsql import create_dsql_engine
 from sqlalchemy_dsql.errors import ClusterUnreachable, ConfigurationError
 from sqlalchemy_dsql.local import LocalDSQL

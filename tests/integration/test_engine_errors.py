@@ -15,16 +15,16 @@ from typing import Any
 import aioboto3
 import pytest
 from botocore.credentials import Credentials
-from engine_harness import (
+from sqlalchemy import text
+
+from harness.engine import (
     assert_no_secrets,
     async_engine,
     exception_texts,
     secrets_of,
     sync_engine,
 )
-from sqlalchemy import text
-
-from sqlalchemy_dsql import create_async_dsql_engine, create_dsql_engine
+from sqlalchemy_dsql import auth, create_async_dsql_engine, create_dsql_engine
 from sqlalchemy_dsql.errors import (
     AuthenticationFailed,
     ClusterUnreachable,
@@ -49,7 +49,7 @@ OTHER_CLUSTER = "otherclusterid00000000000b"
 
 
 @pytest.fixture(scope="module")
-def strict_dsql() -> Iterator[LocalDSQL]:
+def strict_dsql(aws_test_keys: None) -> Iterator[LocalDSQL]:
     with LocalDSQL(clock_offset=CLOCK_AHEAD, connect_only_credentials=[CONNECT_ONLY]) as emulator:
         yield emulator
 
@@ -62,6 +62,9 @@ def no_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # A default-chain generator cached by an earlier test holds the test key pair.
+    monkeypatch.setattr(auth, "_generators", {})
+    monkeypatch.setattr(auth, "_async_generators", {})
 
 
 def _closed_port() -> int:

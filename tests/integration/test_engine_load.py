@@ -25,9 +25,9 @@ from typing import Any
 import asyncpg
 import boto3
 import pytest
-from engine_harness import async_engine
 from sqlalchemy import text
 
+from harness.engine import async_engine
 from sqlalchemy_dsql import pool_counters
 from sqlalchemy_dsql.local.process import SpawnedDSQL, spawn
 
@@ -39,7 +39,7 @@ TICKER_LIMIT_MS = 10.0
 
 
 @pytest.fixture(scope="module")
-def short_lived_dsql() -> Iterator[SpawnedDSQL]:
+def short_lived_dsql(aws_test_keys: None) -> Iterator[SpawnedDSQL]:
     """``dsql-local`` in a subprocess, closing every connection after SERVER_MAX_AGE s."""
     with spawn(max_connection_age=SERVER_MAX_AGE) as dsql:
         yield dsql

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from botocore.credentials import CredentialProvider, Credentials
-from engine_harness import boto3_session, sync_engine
 from sqlalchemy import Connection, Engine, text
 
+from harness.engine import boto3_session, sync_engine
 from sqlalchemy_dsql import create_dsql_engine, pool_counters
 from sqlalchemy_dsql.errors import ConfigurationError, ConnectionLost
 from sqlalchemy_dsql.local import LocalDSQL

@@ -16,13 +16,13 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from engine_harness import assert_no_secrets, async_engine, secrets_of
 from fastapi import FastAPI, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import String, exc, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from harness.engine import assert_no_secrets, async_engine, secrets_of
 from sqlalchemy_dsql import RetryPolicy
 from sqlalchemy_dsql.errors import (
     ClusterUnreachable,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from async_pet_clinic.clinic import CUSTOM_ROLE_SCHEMA, run_demo
-from clinic_harness import clean_environment, cluster_environment
-from engine_harness import async_engine, secrets_of
 from sqlalchemy import text
 
+from harness.clinic import clean_environment, cluster_environment
+from harness.engine import async_engine, secrets_of
 from sqlalchemy_dsql.local import LocalDSQL
 
 pytestmark = pytest.mark.integration
@@ -106,7 +106,9 @@ async def test_pet_clinic_without_configuration_starts_its_own_emulator() -> Non
 
 
 async def test_a_wrong_endpoint_fails_with_a_clear_error(dsql: LocalDSQL) -> None:
-    environment = cluster_environment(dsql, AWS_REGION="eu-west-1")
+    # The endpoint names its Region, which beats AWS_REGION: a wrong one there is wrong.
+    wrong = dsql.endpoint.replace(f".{dsql.region}.", ".eu-west-1.")
+    environment = cluster_environment(dsql, CLUSTER_ENDPOINT=wrong)
     code, _, err = await _pet_clinic(environment)
     assert code == 2
     assert err.startswith("pet-clinic: ")

@@ -17,7 +17,8 @@ import pytest
 from aiohttp import test_utils, web
 from async_pet_clinic.models import Base
 from async_pet_clinic.web import create_app
-from clinic_harness import (
+
+from harness.clinic import (
     CONFLICT,
     OC000,
     POLICY,
@@ -28,8 +29,7 @@ from clinic_harness import (
     empty_tables,
     snapshot,
 )
-from engine_harness import async_engine
-
+from harness.engine import async_engine
 from sqlalchemy_dsql.integrations.aiohttp import Database
 from sqlalchemy_dsql.local import LocalDSQL
 from sqlalchemy_dsql.retry import RetryStats
@@ -373,7 +373,7 @@ async def _effect(
 ) -> tuple[dict[str, int], int]:
     """The request on freshly seeded tables, its first ``conflicts`` COMMITs failing.
 
-    Returns its :func:`clinic_harness.effect` and the retries it took.
+    Returns its :func:`harness.clinic.effect` and the retries it took.
     """
     assert db.stats is not None
     keys = await _seed(client)

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from engine_harness import async_engine, sync_engine
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
+from harness.engine import async_engine, sync_engine
 from sqlalchemy_dsql import RetryPolicy, run_transaction, run_transaction_sync, transactional
 from sqlalchemy_dsql.errors import ConnectionLost, RetriesExhausted
 from sqlalchemy_dsql.local import LocalDSQL

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from dialect_harness import Driver
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -31,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from harness.dialect import Driver
 from sqlalchemy_dsql import schema
 from sqlalchemy_dsql.errors import AsyncJobFailed
 from sqlalchemy_dsql.local import LocalDSQL

@@ -10,6 +10,8 @@ Every run starts its own emulator.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sqlalchemy_dsql.local import TEST_SECRET_ACCESS_KEY
@@ -53,10 +55,10 @@ import asyncio
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from models import Note
 from sqlalchemy_dsql import run_transaction
-from sqlalchemy_dsql.testing import local_async_engine
 
 loops = set()
 
@@ -93,7 +95,8 @@ async def test_c_run_transaction_and_other_engines(dsql_local, dsql_engine, dsql
     await run_transaction(dsql_sessionmaker, write)
     async with dsql_engine.connect() as connection:
         assert await connection.scalar(text("SELECT count(*) FROM notes")) == 1
-    other = local_async_engine(dsql_local)
+    # The plain URL connects: the plugin put the emulator's test key pair in the environment.
+    other = create_async_engine(dsql_local.url(), pool_size=1)
     try:
         async with other.connect() as connection:
             assert await connection.scalar(text("SELECT count(*) FROM notes")) == 1
@@ -108,6 +111,16 @@ async def test_d_sees_nothing_written_by_any_engine(dsql_session):
     loops.add(asyncio.get_running_loop())
     assert await count(dsql_session) == 0
 """
+
+
+@pytest.fixture(autouse=True)
+def no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No credentials for the runs to inherit: the plugin must provide the test key pair."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 def write_project(pytester: pytest.Pytester, mark: str, **ini_options: str) -> None:

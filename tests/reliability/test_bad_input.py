@@ -29,7 +29,6 @@ import datetime as dt
 import logging
 import re
 import socket
-import sys
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,22 +47,17 @@ from alembic.config import Config
 from sqlalchemy import Engine, exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-_INTEGRATION = str(Path(__file__).resolve().parents[1] / "integration")
-if _INTEGRATION not in sys.path:  # the shared engine helpers live with the integration tests
-    sys.path.insert(0, _INTEGRATION)
-
-from engine_harness import (  # noqa: E402
+from harness.engine import (
     assert_no_secrets,
     async_engine,
     exception_texts,
     secrets_of,
     sync_engine,
 )
-
-from sqlalchemy_dsql import RetryPolicy, auth, batch, schema  # noqa: E402
-from sqlalchemy_dsql.auth import AsyncTokenGenerator, TokenGenerator  # noqa: E402
-from sqlalchemy_dsql.batch import BatchFailed  # noqa: E402
-from sqlalchemy_dsql.errors import (  # noqa: E402
+from sqlalchemy_dsql import RetryPolicy, auth, batch, schema
+from sqlalchemy_dsql.auth import AsyncTokenGenerator, TokenGenerator
+from sqlalchemy_dsql.batch import BatchFailed
+from sqlalchemy_dsql.errors import (
     AuthenticationFailed,
     ClusterUnreachable,
     ConfigurationError,
@@ -73,10 +67,10 @@ from sqlalchemy_dsql.errors import (  # noqa: E402
     SavepointsNotSupported,
     TLSVerificationFailed,
 )
-from sqlalchemy_dsql.local import LocalDSQL  # noqa: E402
-from sqlalchemy_dsql.local.session import LoggedStatement  # noqa: E402
-from sqlalchemy_dsql.pool import pool_counters  # noqa: E402
-from sqlalchemy_dsql.retry import RetryStats, run_transaction  # noqa: E402
+from sqlalchemy_dsql.local import LocalDSQL
+from sqlalchemy_dsql.local.session import LoggedStatement
+from sqlalchemy_dsql.pool import pool_counters
+from sqlalchemy_dsql.retry import RetryStats, run_transaction
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

@@ -33,11 +33,9 @@ import logging
 import socket
 import ssl
 import struct
-import sys
 import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -53,27 +51,22 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import CredentialProvider, Credentials
 from sqlalchemy import text
 
-_INTEGRATION = str(Path(__file__).resolve().parents[1] / "integration")
-if _INTEGRATION not in sys.path:  # the shared engine helpers live with the integration tests
-    sys.path.insert(0, _INTEGRATION)
-
-from engine_harness import (  # noqa: E402
+from harness.engine import (
     assert_no_secrets,
     async_engine,
     exception_texts,
     secrets_of,
     sync_engine,
 )
-
-from sqlalchemy_dsql.auth import AsyncTokenGenerator, TokenGenerator  # noqa: E402
-from sqlalchemy_dsql.errors import (  # noqa: E402
+from sqlalchemy_dsql.auth import AsyncTokenGenerator, TokenGenerator
+from sqlalchemy_dsql.errors import (
     AuthenticationFailed,
     ConnectError,
     DSQLError,
     TLSVerificationFailed,
 )
-from sqlalchemy_dsql.local import LocalDSQL  # noqa: E402
-from sqlalchemy_dsql.pool import pool_counters  # noqa: E402
+from sqlalchemy_dsql.local import LocalDSQL
+from sqlalchemy_dsql.pool import pool_counters
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

@@ -58,7 +58,12 @@ from typing import Any, TypeVar
 import pytest
 from async_pet_clinic.clinic import Report
 from async_pet_clinic.models import Base
-from soak_harness import (
+from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from harness.engine import assert_no_secrets, async_engine, exception_texts, secrets_of, sync_engine
+from harness.soak import (
     BIRTH_DATE,
     HOT_ROW,
     Abandoned,
@@ -76,17 +81,8 @@ from soak_harness import (
     SoakClinic,
     VetState,
     VisitCounter,
-    assert_no_secrets,
-    async_engine,
-    exception_texts,
-    secrets_of,
-    sync_engine,
     verify,
 )
-from sqlalchemy import Engine, event, text
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-
 from sqlalchemy_dsql import RetryPolicy, pool_counters, schema
 from sqlalchemy_dsql.errors import ConnectionLost
 from sqlalchemy_dsql.local import LocalDSQL
@@ -131,7 +127,7 @@ NEEDS_VETS = {"add specialty to vet", "read vet and specialties"}
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[ControlledEmulator]:
+def emulator(aws_test_keys: None) -> Iterator[ControlledEmulator]:
     """``dsql-local`` in its own process, closing every connection after SERVER_MAX_AGE s."""
     controlled = ControlledEmulator(
         max_connection_age=SERVER_MAX_AGE, latency_ms=BASE_LATENCY_MS, second_opinion=False

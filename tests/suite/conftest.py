@@ -27,7 +27,6 @@ from sqlalchemy_dsql.local import LocalDSQL  # noqa: E402
 _emulator: LocalDSQL | None = None
 # The suite uses these schemas when the ``schemas`` requirement is open.
 _SCHEMAS = ("test_schema", "test_schema_2")
-_KEY_PAIR = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
 def pytest_configure(config: Any) -> None:
@@ -36,8 +35,13 @@ def pytest_configure(config: Any) -> None:
     with _connect(_emulator) as connection:
         for name in _SCHEMAS:
             connection.execute(f"CREATE SCHEMA IF NOT EXISTS {name}")
-    for name in _KEY_PAIR:
-        os.environ[name] = _emulator.environ()[name]
+    # The emulator's URL holds no secret: the dialect signs a token per connection
+    # with the AWS chain, here the emulator's test key pair (this process is the run's).
+    environ = _emulator.environ()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ[name] = environ[name]
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(name, None)
     config.option.dburi = [_emulator.url()]
     pytestplugin.pytest_configure(config)
 

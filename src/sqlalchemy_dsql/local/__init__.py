@@ -38,6 +38,7 @@ from typing import Any
 from botocore.credentials import Credentials
 
 from .backend import DATABASE, Backend, BackendAddress
+from .client import client_environ, client_url
 from .limits import Limits
 from .rules import Rejection
 from .server import Server, ServerConfig
@@ -310,15 +311,13 @@ class LocalDSQL:
         ``create_async_engine("auroradsql+asyncpg://admin@<endpoint>/postgres")``
         reaches this emulator (``dsql-local`` prints them as ``export`` lines).
         """
-        return {
-            "AWS_ACCESS_KEY_ID": self.credentials.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.credentials.secret_key,
-            "AWS_REGION": self.region,
-            "PGHOSTADDR": self.host,
-            "PGPORT": str(self.port),
-            "PGSSLMODE": "verify-full",
-            "PGSSLROOTCERT": self.ca_file,
-        }
+        return client_environ(
+            credentials=self.credentials,
+            region=self.region,
+            host=self.host,
+            port=self.port,
+            ca_file=self.ca_file,
+        )
 
     def url(self, driver: str = "asyncpg", user: str = "admin") -> str:
         """A SQLAlchemy URL for this emulator, as plain ``create_(async_)engine`` takes it.
@@ -330,11 +329,13 @@ class LocalDSQL:
         (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` from
         :meth:`environ`; the pytest plugin sets them while its emulator runs).
         """
-        from urllib.parse import quote
-
-        return (
-            f"auroradsql+{driver}://{user}@{self.endpoint}:{self.port}/{DATABASE}"
-            f"?hostaddr={self.host}&sslrootcert={quote(self.ca_file, safe='/')}"
+        return client_url(
+            endpoint=self.endpoint,
+            host=self.host,
+            port=self.port,
+            ca_file=self.ca_file,
+            driver=driver,
+            user=user,
         )
 
     # -- observing and breaking things --------------------------------------

@@ -8,10 +8,7 @@ the client's event loop and the emulator don't take turns on one GIL::
     from sqlalchemy_dsql.local.process import spawn
 
     with spawn(latency_ms=2, max_connection_age=4) as dsql:
-        engine = create_async_dsql_engine(
-            dsql.endpoint, hostaddr=dsql.host, port=dsql.port,
-            sslrootcert=dsql.ca_file, ...
-        )
+        engine = create_async_engine(dsql.url())   # the test key pair in the environment
 
 Keyword arguments are ``dsql-local`` options with dashes written as
 underscores; ``True`` passes a bare flag. The child tells where it listens
@@ -34,6 +31,7 @@ from typing import IO
 
 from botocore.credentials import Credentials
 
+from .client import client_environ, client_url
 from .tokens import fixed_test_credentials
 
 __all__ = ["SpawnedDSQL", "spawn"]
@@ -55,6 +53,27 @@ class SpawnedDSQL:
     ca_file: str
     credentials: Credentials
     pid: int
+
+    def url(self, driver: str = "asyncpg", user: str = "admin") -> str:
+        """A SQLAlchemy URL for this emulator, as :meth:`LocalDSQL.url` gives it: no secret."""
+        return client_url(
+            endpoint=self.endpoint,
+            host=self.host,
+            port=self.port,
+            ca_file=self.ca_file,
+            driver=driver,
+            user=user,
+        )
+
+    def environ(self) -> dict[str, str]:
+        """What a client needs in its environment, as :meth:`LocalDSQL.environ` gives it."""
+        return client_environ(
+            credentials=self.credentials,
+            region=self.region,
+            host=self.host,
+            port=self.port,
+            ca_file=self.ca_file,
+        )
 
 
 def _argv(options: dict[str, object], ready_file: Path) -> list[str]:

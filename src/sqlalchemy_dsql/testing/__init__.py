@@ -19,8 +19,12 @@ Fixtures (all named ``dsql_*``):
   empty unless you override it.
 - ``dsql_schema`` (session): ``dsql_metadata`` with its tables created once
   by :func:`sqlalchemy_dsql.schema.create_all`.
-- ``dsql_engine`` (function, async): an ``AsyncEngine`` made by
-  :func:`local_async_engine`, disposed of after the test.
+- ``dsql_url`` (session): the emulator's URL (``dsql_local.url()``, no
+  secret in it): ``create_async_engine(dsql_url, ...)`` makes more engines.
+  The emulator's test key pair is in the environment while it runs, and the
+  ``auroradsql`` dialect signs a token per connection with it.
+- ``dsql_engine`` (function, async): ``create_async_engine(dsql_url)``,
+  disposed of after the test.
 - ``dsql_sessionmaker`` (function): an ``async_sessionmaker`` on it,
   ``expire_on_commit=False``.
 - ``dsql_session`` (function, async): an ``AsyncSession`` from it, closed
@@ -56,7 +60,7 @@ from .plugin import (
     dsql_schema,
     dsql_session,
     dsql_sessionmaker,
-    local_async_engine,
+    dsql_url,
     pytest_configure,
     pytest_fixture_setup,
 )
@@ -69,7 +73,7 @@ __all__ = [
     "dsql_schema",
     "dsql_session",
     "dsql_sessionmaker",
-    "local_async_engine",
+    "dsql_url",
     "pytest_configure",
     "pytest_fixture_setup",
 ]

@@ -8,69 +8,68 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import importlib.metadata
 import inspect
 import types
-import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
 from typing import Any, TypeVar
 
 import pytest
 from packaging.version import Version
 from sqlalchemy import MetaData
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import NullPool
 
-from ..engine import create_async_dsql_engine
 from ..local import LocalDSQL
 from ..schema import create_all
 
 T = TypeVar("T")
 
 
-def local_async_engine(dsql: LocalDSQL, **engine_kwargs: Any) -> AsyncEngine:
-    """An ``AsyncEngine`` on the emulator ``dsql``, as ``create_async_dsql_engine`` makes it.
-
-    It signs a fresh token with the emulator's test credentials for every
-    connection and verifies TLS against the emulator's CA. Keyword arguments go
-    to :func:`~sqlalchemy_dsql.create_async_dsql_engine` (``pool_size``,
-    ``echo``, ``schema``, ...). Its connections belong to the event loop that
-    opens them: dispose of the engine on that loop.
-    """
-    return create_async_dsql_engine(
-        dsql.endpoint,
-        session=_aws_session(dsql),
-        hostaddr=dsql.host,
-        port=dsql.port,
-        sslrootcert=dsql.ca_file,
-        **engine_kwargs,
-    )
+# What the emulator's URL leaves to the AWS credential chain.
+_TEST_KEY_PAIR = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
-# One aioboto3 session per emulator: a new session reloads botocore's service models
-# (about 0.1 s), and token generators are shared per session and event loop.
-_aws_sessions: weakref.WeakKeyDictionary[LocalDSQL, Any] = weakref.WeakKeyDictionary()
-
-
-def _aws_session(dsql: LocalDSQL) -> Any:
-    session = _aws_sessions.get(dsql)
-    if session is None:
-        import aioboto3
-
-        session = _aws_sessions[dsql] = aioboto3.Session(
-            aws_access_key_id=dsql.credentials.access_key,
-            aws_secret_access_key=dsql.credentials.secret_key,
-            region_name=dsql.region,
-        )
-    return session
+@contextlib.contextmanager
+def _test_key_pair_in_environment(dsql: LocalDSQL) -> Iterator[None]:
+    """The emulator's test key pair in ``os.environ`` for the length of the block."""
+    environ = dsql.environ()
+    with pytest.MonkeyPatch.context() as env:
+        # A profile or session token of the developer's would take the chain elsewhere.
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+            env.delenv(name, raising=False)
+        for name in _TEST_KEY_PAIR:
+            env.setenv(name, environ[name])
+        yield
 
 
 @pytest.fixture(scope="session")
 def dsql_local() -> Iterator[LocalDSQL]:
-    """The local DSQL emulator, started once for the test session."""
-    with LocalDSQL() as dsql:
+    """The local DSQL emulator, started once for the test session.
+
+    Its test key pair is in the environment while it runs, so that
+    ``create_async_engine(dsql_local.url())`` connects.
+    """
+    with LocalDSQL() as dsql, _test_key_pair_in_environment(dsql):
         yield dsql
+
+
+@pytest.fixture(scope="session")
+def dsql_url(dsql_local: LocalDSQL) -> Iterator[str]:
+    """``dsql_local.url()``: ``create_async_engine(dsql_url, ...)`` makes more engines.
+
+    The URL holds no secret; the test key pair is in the environment while it
+    is in use, even when ``dsql_local`` is overridden by an emulator of your own.
+    """
+    with _test_key_pair_in_environment(dsql_local):
+        yield dsql_local.url()
 
 
 @pytest.fixture(scope="session")
@@ -80,19 +79,19 @@ def dsql_metadata() -> MetaData:
 
 
 @pytest.fixture(scope="session")
-def dsql_schema(dsql_local: LocalDSQL, dsql_metadata: MetaData) -> MetaData:
+def dsql_schema(dsql_local: LocalDSQL, dsql_url: str, dsql_metadata: MetaData) -> MetaData:
     """``dsql_metadata``, its tables created once per test session, empty."""
-    _run_on_own_loop(_create_tables(dsql_local, dsql_metadata))
+    _run_on_own_loop(_create_tables(dsql_url, dsql_metadata))
     # An emulator on a kept backend (data_dir, backend_url) may hold an earlier run's rows.
     dsql_local.truncate()
     return dsql_metadata
 
 
 @pytest.fixture
-async def dsql_engine(dsql_local: LocalDSQL, dsql_schema: MetaData) -> AsyncIterator[AsyncEngine]:
+async def dsql_engine(dsql_url: str, dsql_schema: MetaData) -> AsyncIterator[AsyncEngine]:
     """An ``AsyncEngine`` on the emulator for one test, disposed of on the test's event loop."""
     _require_asyncio()
-    engine = local_async_engine(dsql_local)
+    engine = create_async_engine(dsql_url)
     try:
         yield engine
     finally:
@@ -215,8 +214,8 @@ def _require_asyncio() -> None:
         ) from None
 
 
-async def _create_tables(dsql: LocalDSQL, metadata: MetaData) -> None:
-    engine = local_async_engine(dsql, poolclass=NullPool)
+async def _create_tables(url: str, metadata: MetaData) -> None:
+    engine = create_async_engine(url, poolclass=NullPool)
     try:
         await create_all(engine, metadata)
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -16,25 +15,15 @@ DRIVERS = ["asyncpg", "psycopg_async", "psycopg", "psycopg2"]
 ASYNC_DRIVERS = {"asyncpg", "psycopg_async"}
 
 
-def dsql_url(dsql: LocalDSQL, driver: str) -> str:
-    token = quote(dsql.token(), safe="")
-    base = f"auroradsql+{driver}://admin:{token}@{dsql.host}:{dsql.port}/postgres"
-    if driver == "asyncpg":
-        return base
-    return f"{base}?sslmode=verify-full&sslrootcert={quote(dsql.ca_file)}"
-
-
 class Driver:
     """An engine on one driver, and a way to run sync checks on its connections."""
 
     def __init__(self, dsql: LocalDSQL, name: str, **engine_kwargs: Any) -> None:
         self.name = name
-        url = dsql_url(dsql, name)
+        # The test key pair in the environment signs each connection's token.
+        url = dsql.url(name)
         if name in ASYNC_DRIVERS:
-            connect_args = {"ssl": dsql.ssl_context()} if name == "asyncpg" else {}
-            self.engine: Engine | AsyncEngine = create_async_engine(
-                url, connect_args=connect_args, **engine_kwargs
-            )
+            self.engine: Engine | AsyncEngine = create_async_engine(url, **engine_kwargs)
         else:
             self.engine = create_engine(url, **engine_kwargs)
 

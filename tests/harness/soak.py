@@ -3,8 +3,8 @@
 - :class:`ControlledEmulator`: ``dsql-local`` in a process of its own (so that
   its proxy does not share the client's GIL, as in the engine load test), with
   a control channel the spawned CLI lacks: kill sessions, change the injected
-  latency, read the emulator's counters. Run as a script, this module is that
-  child process.
+  latency, read the emulator's counters; the child process is
+  ``soak_emulator.py`` next to this module.
 - :class:`SecretWatch`: a logging handler that reads every record it is given
   and notes any that contains a secret, without keeping the records.
 - The soak's own two tables (a clinic-wide booking counter, the hot row, and
@@ -20,7 +20,6 @@ import datetime
 import enum
 import json
 import logging
-import random
 import subprocess
 import sys
 import tempfile
@@ -34,20 +33,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-# The engine helpers are shared with the integration tests; their directory is on
-# sys.path only when pytest collects a test from it, so put it there for this one too.
-# What test_soak.py takes from there is re-exported here (``import x as x``).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-
 from async_pet_clinic.clinic import Clinic, Report
 from async_pet_clinic.models import Owner, Pet, Specialty, Vet, vet_specialty
 from botocore.credentials import Credentials
-from engine_harness import assert_no_secrets as assert_no_secrets
-from engine_harness import async_engine as async_engine
-from engine_harness import exception_texts as exception_texts
-from engine_harness import secrets_of as secrets_of
-from engine_harness import sync_engine as sync_engine
-from sqlalchemy import String, Uuid, select
+from sqlalchemy import String, Uuid, make_url, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, selectinload
 
@@ -56,6 +45,8 @@ from sqlalchemy_dsql.local.tokens import fixed_test_credentials
 from sqlalchemy_dsql.retry import RetryEvent
 
 T = TypeVar("T")
+# Run as a script, so that the emulator does not share the GIL of the test process.
+_CHILD = Path(__file__).with_name("soak_emulator.py")
 
 # -- the emulator, in a child process we can steer ----------------------------
 
@@ -63,8 +54,8 @@ T = TypeVar("T")
 class ControlledEmulator:
     """``dsql-local`` in a child process that kills sessions and changes latency on request.
 
-    Has what ``engine_harness.async_engine`` needs (``endpoint``, ``host``,
-    ``port``, ``ca_file``, ``credentials``). Requests go over the child's stdin
+    Has what :func:`harness.engine.async_engine` needs (:meth:`url` and
+    ``credentials``). Requests go over the child's stdin
     and stdout, one JSON line each way; they are answered in well under a
     millisecond, so calling them from the event loop through a thread is cheap.
     """
@@ -78,11 +69,12 @@ class ControlledEmulator:
         self.stderr_text = ""
         self.endpoint = self.host = self.region = self.ca_file = ""
         self.port = 0
+        self._url = ""
         self.credentials: Credentials = fixed_test_credentials()
 
     def __enter__(self) -> ControlledEmulator:
         self._process = subprocess.Popen(
-            [sys.executable, __file__, json.dumps(self._options)],
+            [sys.executable, str(_CHILD), json.dumps(self._options)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -97,7 +89,13 @@ class ControlledEmulator:
         ready = json.loads(banner)
         self.endpoint, self.host, self.port = ready["endpoint"], ready["host"], ready["port"]
         self.region, self.ca_file = ready["region"], ready["ca_file"]
+        self._url = ready["url"]
         return self
+
+    def url(self, driver: str = "asyncpg", user: str = "admin") -> str:
+        """The child's ``LocalDSQL.url(driver, user)``: no secret, the test key pair signs."""
+        url = make_url(self._url).set(drivername=f"auroradsql+{driver}", username=user)
+        return url.render_as_string(hide_password=False)
 
     def __exit__(
         self,
@@ -148,42 +146,6 @@ class ControlledEmulator:
     def state(self) -> dict[str, Any]:
         """``{"totals": LocalDSQL.totals(), "open_sessions": n}``."""
         return self.request(op="state")
-
-
-def _serve(options: dict[str, Any]) -> None:
-    """The child: run LocalDSQL and answer requests until stdin ends."""
-    from sqlalchemy_dsql.local import LocalDSQL
-
-    with LocalDSQL(**options) as dsql:
-        banner = {
-            "endpoint": dsql.endpoint,
-            "host": dsql.host,
-            "port": dsql.port,
-            "region": dsql.region,
-            "ca_file": dsql.ca_file,
-        }
-        print(json.dumps(banner), flush=True)
-        for line in sys.stdin:
-            command = json.loads(line)
-            reply: dict[str, Any]
-            try:
-                if command["op"] == "kill":
-                    if command["sessions"] is None:
-                        reply = {"killed": dsql.kill()}
-                    else:
-                        ids = dsql.session_ids()
-                        chosen = random.sample(ids, min(command["sessions"], len(ids)))
-                        reply = {"killed": sum(dsql.kill(i) for i in chosen)}
-                elif command["op"] == "latency":
-                    dsql.set_latency(command["ms"])
-                    reply = {}
-                elif command["op"] == "state":
-                    reply = {"totals": dsql.totals(), "open_sessions": len(dsql.session_ids())}
-                else:
-                    reply = {"error": f"unknown op {command['op']!r}"}
-            except Exception as error:  # answer, so that the test sees it and fails
-                reply = {"error": repr(error)}
-            print(json.dumps(reply), flush=True)
 
 
 # -- secrets in logs ------------------------------------------------------------
@@ -618,7 +580,3 @@ def verify(ledger: Ledger, db: Snapshot, seeded_owners: set[str]) -> Verdict:
     if db.booked != len(db.visits):
         verdict.fail(f"the counter says {db.booked} visits, the database holds {len(db.visits)}")
     return verdict
-
-
-if __name__ == "__main__":
-    _serve(json.loads(sys.argv[1]))
