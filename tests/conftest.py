@@ -6,13 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-<<<<<<< HEAD
-from sqlalchemy_dsql.local import LocalDSQL
-
-_AWS_ENVIRONMENT = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-=======
 from sqlalchemy_dsql.local import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, LocalDSQL
->>>>>>> harness-wip
 
 
 @pytest.fixture(scope="session")
