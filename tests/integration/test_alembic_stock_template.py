@@ -11,6 +11,7 @@ Alembic wrote it (the tests check that it is byte for byte the template).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import subprocess
@@ -176,6 +177,39 @@ def test_stock_template_with_only_the_url_upgrades_and_downgrades(
         assert connection.scalar(sa.text("SELECT count(*) FROM alembic_version")) == 0
 
 
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """Undo the template's logging.config.fileConfig, which reconfigures logging for good.
+
+    It disables every existing logger and sets the levels and handlers of the root,
+    ``sqlalchemy`` and ``alembic`` loggers; left so, later tests in this process would
+    see no log records (SQLAlchemy's, botocore's, the integrations') and checks that
+    read them would fail.
+    """
+    manager = logging.Logger.manager
+    loggers = [manager.root] + [
+        logger for logger in manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    saved = {
+        id(logger): (logger.disabled, logger.level, list(logger.handlers), logger.propagate)
+        for logger in loggers
+    }
+    yield
+    for logger in [manager.root, *manager.loggerDict.values()]:
+        if not isinstance(logger, logging.Logger):
+            continue
+        disabled, level, handlers, propagate = saved.get(id(logger), (False, 0, [], True))
+        logger.disabled, logger.propagate = disabled, propagate
+        logger.setLevel(level)
+        for handler in list(logger.handlers):
+            if handler not in handlers:
+                logger.removeHandler(handler)
+        for handler in handlers:
+            if handler not in logger.handlers:
+                logger.addHandler(handler)
+
+
+@pytest.mark.usefixtures("logging_restored")
 async def test_stock_async_template_in_process_with_the_emulators_url(
     dsql: LocalDSQL, checker: sa.Engine, tmp_path: Path
 ) -> None:

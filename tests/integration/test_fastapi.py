@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from harness.engine import assert_no_secrets, async_engine, secrets_of
-from sqlalchemy_dsql import RetryPolicy
+from sqlalchemy_dsql import RetryPolicy, pool_counters
 from sqlalchemy_dsql.errors import (
     ClusterUnreachable,
     ConfigurationError,
@@ -399,9 +399,9 @@ async def test_lifespan_makes_and_disposes_the_engine(dsql: LocalDSQL) -> None:
 
 
 async def test_database_arguments_are_checked() -> None:
-    with pytest.raises(ConfigurationError, match="endpoint or engine_factory"):
+    with pytest.raises(ConfigurationError, match="the cluster endpoint, or engine_factory"):
         Database()
-    with pytest.raises(ConfigurationError, match="no endpoint or engine arguments"):
+    with pytest.raises(ConfigurationError, match="no URL, endpoint or engine arguments"):
         Database("abc.dsql.us-east-1.on.aws", engine_factory=lambda: None)
     db = Database("abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws", pool_size=2)
 
@@ -409,6 +409,15 @@ async def test_database_arguments_are_checked() -> None:
 
         @db.transactional  # type: ignore[arg-type]
         async def no_session() -> None: ...
+
+
+async def test_database_from_a_url_alone(dsql: LocalDSQL) -> None:
+    # A settings DSN, as a FastAPI app reads it: the URL and nothing else.
+    db = Database(dsql.url(), pool_size=2)
+    async with db.connected() as engine:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT current_user"))).scalar() == "admin"
+        assert pool_counters(engine).tokens_minted == 1
 
 
 def test_import_without_fastapi_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
