@@ -251,3 +251,31 @@ async def test_application_name_and_server_settings(dsql: LocalDSQL) -> None:
         assert (name, zone) == ("clinic", "UTC")
     finally:
         await engine.dispose()
+
+
+async def test_the_factory_makes_async_psycopg_engines_too(dsql: LocalDSQL) -> None:
+    # The factory over the same path, on psycopg's async mode; schema sets search_path,
+    # which psycopg runs in a transaction that the connector commits.
+    engine = create_async_dsql_engine(
+        dsql.endpoint,
+        driver="psycopg",
+        hostaddr=dsql.host,
+        port=dsql.port,
+        sslrootcert=dsql.ca_file,
+        schema="public",
+    )
+    try:
+        assert engine.dialect.driver == "psycopg_async"
+        async with engine.connect() as conn:
+            row = (await conn.execute(text("SELECT current_user, current_schema()"))).one()
+            assert tuple(row) == ("admin", "public")
+        assert pool_counters(engine).tokens_minted == 1
+    finally:
+        await engine.dispose()
+
+
+def test_the_factory_refuses_an_unknown_async_driver() -> None:
+    with pytest.raises(ConfigurationError, match="Unsupported driver: 'psycopg2'"):
+        create_async_dsql_engine(
+            "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws", driver="psycopg2"
+        )
