@@ -87,6 +87,7 @@ __all__ = [
     "RetryReason",
     "RetryStats",
     "conflict_sqlstate",
+    "read_only_options",
     "run_transaction",
     "run_transaction_sync",
     "totals",
@@ -481,6 +482,17 @@ def _read_options(read_only: bool, snapshot: bool) -> dict[str, Any]:
         return {"postgresql_readonly": True, "auroradsql_read_only": True}
     # No BEGIN and no COMMIT: the pool restores the isolation level at check-in.
     return {"isolation_level": "AUTOCOMMIT", "auroradsql_read_only": True}
+
+
+def read_only_options(*, snapshot: bool = False) -> dict[str, Any]:
+    """The execution options of ``read_only=True`` units, for connections and engines of your own.
+
+    ``engine.execution_options(**read_only_options())`` is an engine whose
+    connections run each statement as its own snapshot, one round trip each,
+    and refuse writes; with ``snapshot=True``, transactions on it are
+    ``BEGIN READ ONLY``.
+    """
+    return _read_options(True, snapshot)
 
 
 def _read_policy(policy: RetryPolicy | None, read_only: bool) -> RetryPolicy | None:
