@@ -311,3 +311,82 @@ def test_snapshot_without_read_only_is_refused(dsql: LocalDSQL) -> None:
             run_transaction_sync(engine, lambda conn: None, snapshot=True)
     finally:
         engine.dispose()
+
+
+# The pet clinic's GET endpoints, through both web integrations' read sessions.
+
+
+async def _clinic_reads(dsql: LocalDSQL, get: Callable[[str], Any], post: Any) -> None:
+    created = await post(
+        "/owners",
+        {
+            "name": "Mary Major",
+            "city": "Anytown",
+            "pets": [{"name": "Rex", "birth_date": "2021-07-23"}],
+        },
+    )
+    pet, owner = created["pets"][0]["id"], created["id"]
+    for path, statements in ((f"/pets/{pet}", 1), (f"/owners/{owner}", 2), ("/specialties", 1)):
+        await get(path)  # asyncpg prepares the statements on the pool's one connection
+        made = await trips(dsql, lambda path=path: get(path))
+        assert len(made) == statements, (path, [(t.messages, t.sql) for t in made])
+        sent = [s.upper() for trip in made for s in trip.sql]
+        assert all(s.lstrip().startswith("SELECT") for s in sent), sent
+
+
+async def test_pet_clinic_fastapi_gets_cost_one_round_trip_per_statement(
+    dsql: LocalDSQL,
+) -> None:
+    import httpx
+    from async_pet_clinic.api import create_app
+
+    from harness.clinic import empty_tables
+    from sqlalchemy_dsql.integrations.fastapi import Database
+
+    db = Database(dsql.url(), pool_size=1, max_overflow=0)
+    app = create_app(db)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as client,
+    ):
+        await empty_tables(db.engine)
+
+        async def get(path: str) -> Any:
+            response = await client.get(path)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        async def post(path: str, body: Any) -> Any:
+            response = await client.post(path, json=body)
+            assert response.status_code == 201, response.text
+            return response.json()
+
+        await _clinic_reads(dsql, get, post)
+        await empty_tables(db.engine)
+
+
+async def test_pet_clinic_aiohttp_gets_cost_one_round_trip_per_statement(
+    dsql: LocalDSQL,
+) -> None:
+    from aiohttp import test_utils
+    from async_pet_clinic.web import create_app
+
+    from harness.clinic import empty_tables
+    from sqlalchemy_dsql.integrations.aiohttp import Database
+
+    db = Database(dsql.url(), pool_size=1, max_overflow=0)
+    async with test_utils.TestClient(test_utils.TestServer(create_app(db))) as client:
+        await empty_tables(db.engine)
+
+        async def get(path: str) -> Any:
+            response = await client.get(path)
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+        async def post(path: str, body: Any) -> Any:
+            response = await client.post(path, json=body)
+            assert response.status == 201, await response.text()
+            return await response.json()
+
+        await _clinic_reads(dsql, get, post)
+        await empty_tables(db.engine)
