@@ -36,8 +36,11 @@ DELETE  /vets/{vet_id}               204
 
 Every write runs in ``@db.transactional``: on an optimistic-concurrency
 conflict the whole endpoint runs again in a new transaction, up to the
-Database's ``RetryPolicy``; reads use the ``db.session`` dependency, one
-transaction committed before the response is sent. Answers besides 2xx:
+Database's ``RetryPolicy``; reads use the ``db.read_session`` dependency: no
+transaction, one round trip per statement, each statement its own snapshot
+(an owner and the pets ``selectinload`` reads for it are two statements, so
+a write that commits between them can show an owner with the pets of the
+newer state: PostgreSQL's default READ COMMITTED does the same). Answers besides 2xx:
 
 * 422: the request is invalid (FastAPI's ``{"detail": [...]}``, from the
   :mod:`.schemas` models), or a vet names a specialty that does not exist
@@ -124,7 +127,8 @@ def create_app(db: Database, *, create_tables: bool = True) -> FastAPI:
 
     app = FastAPI(title="Pet clinic on Aurora DSQL", lifespan=lifespan)
     add_exception_handlers(app)
-    DBSession = Annotated[AsyncSession, db.session]
+    # The GET endpoints: no BEGIN/COMMIT, one round trip per statement.
+    ReadSession = Annotated[AsyncSession, db.read_session]
 
     # Owners
 
@@ -138,12 +142,12 @@ def create_app(db: Database, *, create_tables: bool = True) -> FastAPI:
         return OwnerOut.model_validate(owner)
 
     @app.get("/owners")
-    async def list_owners(session: DBSession) -> list[OwnerOut]:
+    async def list_owners(session: ReadSession) -> list[OwnerOut]:
         query = select(Owner).options(selectinload(Owner.pets)).order_by(Owner.name, Owner.id)
         return [OwnerOut.model_validate(owner) for owner in await session.scalars(query)]
 
     @app.get("/owners/{owner_id}")
-    async def read_owner(owner_id: uuid.UUID, session: DBSession) -> OwnerOut:
+    async def read_owner(owner_id: uuid.UUID, session: ReadSession) -> OwnerOut:
         owner = await get_or_404(session, Owner, owner_id, selectinload(Owner.pets))
         return OwnerOut.model_validate(owner)
 
@@ -179,7 +183,7 @@ def create_app(db: Database, *, create_tables: bool = True) -> FastAPI:
         return PetOut.model_validate(pet)
 
     @app.get("/pets/{pet_id}")
-    async def read_pet(pet_id: uuid.UUID, session: DBSession) -> PetOut:
+    async def read_pet(pet_id: uuid.UUID, session: ReadSession) -> PetOut:
         return PetOut.model_validate(await get_or_404(session, Pet, pet_id))
 
     @app.patch("/pets/{pet_id}")
@@ -215,7 +219,7 @@ def create_app(db: Database, *, create_tables: bool = True) -> FastAPI:
         return SpecialtyOut.model_validate(specialty)
 
     @app.get("/specialties")
-    async def list_specialties(session: DBSession) -> list[SpecialtyOut]:
+    async def list_specialties(session: ReadSession) -> list[SpecialtyOut]:
         query = select(Specialty).order_by(Specialty.name)
         return [SpecialtyOut.model_validate(s) for s in await session.scalars(query)]
 
@@ -230,12 +234,12 @@ def create_app(db: Database, *, create_tables: bool = True) -> FastAPI:
         return VetOut.model_validate(vet)
 
     @app.get("/vets")
-    async def list_vets(session: DBSession) -> list[VetOut]:
+    async def list_vets(session: ReadSession) -> list[VetOut]:
         query = select(Vet).options(selectinload(Vet.specialties)).order_by(Vet.name, Vet.id)
         return [VetOut.model_validate(vet) for vet in await session.scalars(query)]
 
     @app.get("/vets/{vet_id}")
-    async def read_vet(vet_id: uuid.UUID, session: DBSession) -> VetOut:
+    async def read_vet(vet_id: uuid.UUID, session: ReadSession) -> VetOut:
         vet = await get_or_404(session, Vet, vet_id, selectinload(Vet.specialties))
         return VetOut.model_validate(vet)
 

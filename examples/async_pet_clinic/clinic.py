@@ -108,7 +108,12 @@ class Report:
 
 
 class Clinic:
-    """The walkthrough's units of work, each run through ``run_transaction``."""
+    """The walkthrough's units of work, each run through ``run_transaction``.
+
+    The reads run with ``read_only=True``: no transaction, one round trip per
+    statement. A read with ``selectinload`` runs two statements, so two
+    snapshots: none of the walkthrough's checks reads while another task writes.
+    """
 
     def __init__(self, engine: AsyncEngine, report: Report) -> None:
         self.engine = engine
@@ -121,6 +126,12 @@ class Clinic:
     async def transaction(self, fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
         return await run_transaction(
             self.sessions, fn, stats=self.report.stats, on_retry=self._on_retry
+        )
+
+    async def read(self, fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        # No BEGIN/COMMIT: one round trip per statement, each statement its own snapshot.
+        return await run_transaction(
+            self.sessions, fn, stats=self.report.stats, on_retry=self._on_retry, read_only=True
         )
 
     async def add_owner(
@@ -154,20 +165,20 @@ class Clinic:
             query = select(Pet).where(Pet.name == pet_name).options(selectinload(Pet.owner))
             return (await session.scalars(query)).one()
 
-        return await self.transaction(read)
+        return await self.read(read)
 
     async def pet(self, pet_id: uuid.UUID) -> Pet:
         async def read(session: AsyncSession) -> Pet:
             return await session.get_one(Pet, pet_id)
 
-        return await self.transaction(read)
+        return await self.read(read)
 
     async def vet_with_specialties(self, name: str) -> Vet:
         async def read(session: AsyncSession) -> Vet:
             query = select(Vet).where(Vet.name == name).options(selectinload(Vet.specialties))
             return (await session.scalars(query)).one()
 
-        return await self.transaction(read)
+        return await self.read(read)
 
     async def rename_pet(self, pet_id: uuid.UUID, name: str) -> None:
         async def rename(session: AsyncSession) -> None:
@@ -201,7 +212,7 @@ class Clinic:
         async def read(session: AsyncSession) -> int:
             return int(await session.scalar(select(func.count()).select_from(model)) or 0)
 
-        return await self.transaction(read)
+        return await self.read(read)
 
     async def book_checkup(self, pet_id: uuid.UUID, clerk: int) -> None:
         """Every clerk rewrites the same pet's row: the later commits conflict and retry."""

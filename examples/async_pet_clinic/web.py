@@ -35,8 +35,9 @@ DELETE  /vets/{vet_id}               204
 
 Every write is a ``@transactional`` handler: on an optimistic-concurrency
 conflict the whole handler runs again in a new transaction, up to the
-Database's ``RetryPolicy``; reads run in ``session_for(request)``, one
-transaction committed before the response is returned. Bodies and key
+Database's ``RetryPolicy``; reads run in ``read_session_for(request)``: no
+transaction, one round trip per statement, each statement its own snapshot
+(an owner and the pets ``selectinload`` reads for it are two statements). Bodies and key
 segments are read with ``json_body`` and ``path_param`` through the
 :mod:`.schemas` models. Answers besides 2xx, all JSON with an ``"error"``:
 
@@ -72,7 +73,7 @@ from sqlalchemy_dsql.integrations.aiohttp import (
     get_or_404,
     json_body,
     path_param,
-    session_for,
+    read_session_for,
     transactional,
 )
 
@@ -152,7 +153,7 @@ async def create_owner(request: web.Request, session: AsyncSession) -> web.Respo
 @routes.get("/owners")
 async def list_owners(request: web.Request) -> web.Response:
     query = select(Owner).options(selectinload(Owner.pets)).order_by(Owner.name, Owner.id)
-    async with session_for(request) as session:
+    async with read_session_for(request) as session:
         owners = list(await session.scalars(query))
     return _json_list(OwnerOut.model_validate(owner) for owner in owners)
 
@@ -160,7 +161,7 @@ async def list_owners(request: web.Request) -> web.Response:
 @routes.get("/owners/{owner_id}")
 async def read_owner(request: web.Request) -> web.Response:
     owner_id = _key(request, "owner_id")
-    async with session_for(request) as session:
+    async with read_session_for(request) as session:
         owner = await get_or_404(session, Owner, owner_id, selectinload(Owner.pets))
     return _json(OwnerOut.model_validate(owner))
 
@@ -205,7 +206,7 @@ async def create_pet(request: web.Request, session: AsyncSession) -> web.Respons
 @routes.get("/pets/{pet_id}")
 async def read_pet(request: web.Request) -> web.Response:
     pet_id = _key(request, "pet_id")
-    async with session_for(request) as session:
+    async with read_session_for(request) as session:
         pet = await get_or_404(session, Pet, pet_id)
     return _json(PetOut.model_validate(pet))
 
@@ -251,7 +252,7 @@ async def create_specialty(request: web.Request, session: AsyncSession) -> web.R
 
 @routes.get("/specialties")
 async def list_specialties(request: web.Request) -> web.Response:
-    async with session_for(request) as session:
+    async with read_session_for(request) as session:
         specialties = list(await session.scalars(select(Specialty).order_by(Specialty.name)))
     return _json_list(SpecialtyOut.model_validate(s) for s in specialties)
 
@@ -272,7 +273,7 @@ async def create_vet(request: web.Request, session: AsyncSession) -> web.Respons
 @routes.get("/vets")
 async def list_vets(request: web.Request) -> web.Response:
     query = select(Vet).options(selectinload(Vet.specialties)).order_by(Vet.name, Vet.id)
-    async with session_for(request) as session:
+    async with read_session_for(request) as session:
         vets = list(await session.scalars(query))
     return _json_list(VetOut.model_validate(vet) for vet in vets)
 
@@ -280,7 +281,7 @@ async def list_vets(request: web.Request) -> web.Response:
 @routes.get("/vets/{vet_id}")
 async def read_vet(request: web.Request) -> web.Response:
     vet_id = _key(request, "vet_id")
-    async with session_for(request) as session:
+    async with read_session_for(request) as session:
         vet = await get_or_404(session, Vet, vet_id, selectinload(Vet.specialties))
     return _json(VetOut.model_validate(vet))
 

@@ -39,6 +39,14 @@ class DDLAfterDMLError(UnsupportedFeatureError):
     """
 
 
+class ReadOnlyViolation(DSQLError, exc.InvalidRequestError):
+    """A read-only unit of work (``run_transaction(..., read_only=True)``) tried to write.
+
+    Raised before the statement is sent: outside a transaction each write
+    would commit on its own, so a unit that writes must run as a transaction.
+    """
+
+
 class ConfigurationError(DSQLError, exc.ArgumentError, ValueError):
     """The connection settings cannot work: the message says what is wrong and what to do.
 

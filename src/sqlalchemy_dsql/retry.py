@@ -41,6 +41,19 @@ with the attempt count, the last error and its :class:`RetryReason`
 :class:`RetryEvent`, adds to :class:`RetryStats`, and logs at DEBUG on
 ``sqlalchemy_dsql.retry``.
 
+Reads: ``read_only=True`` runs ``fn`` without a transaction, the round-trip
+minimum: no ``BEGIN``, no ``COMMIT``, one round trip per statement (the
+connection is in ``AUTOCOMMIT`` for the unit and restored when it returns to
+the pool). **Each statement is then its own snapshot**: two SELECTs may see
+different committed states. A write in such a unit raises
+:class:`~sqlalchemy_dsql.errors.ReadOnlyViolation` before it is sent. Where
+the reads must agree with each other, add ``snapshot=True``: one
+``BEGIN READ ONLY`` ... ``COMMIT`` transaction, two round trips more than
+its statements. A read is idempotent, so a read-only unit is retried on a
+lost connection wherever it was lost (also during its ``COMMIT``), as well
+as on the conflicts above (a schema change, ``OC001``, can fail a read).
+docs/reads.md has the cost of each driver.
+
 Work that is not one function over a fresh transaction (a step of a schema
 change, a batch on a connection already open) uses the same loop directly:
 :class:`Attempts`, ``for attempt in Attempts(policy): with attempt: ...``.
@@ -56,7 +69,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, overload
 
 from sqlalchemy import Connection, Engine, exc
@@ -74,6 +87,7 @@ __all__ = [
     "RetryReason",
     "RetryStats",
     "conflict_sqlstate",
+    "read_only_options",
     "run_transaction",
     "run_transaction_sync",
     "totals",
@@ -454,6 +468,41 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def _read_options(read_only: bool, snapshot: bool) -> dict[str, Any]:
+    """The execution options of a unit's connection: none for a read-write transaction."""
+    if snapshot and not read_only:
+        raise ConfigurationError(
+            "snapshot=True is an option of read_only=True units (one read-only transaction "
+            "over all their reads); a read-write transaction is one snapshot already"
+        )
+    if not read_only:
+        return {}
+    if snapshot:
+        # BEGIN READ ONLY ... COMMIT; the dialect's guard says more than the server's 25006.
+        return {"postgresql_readonly": True, "auroradsql_read_only": True}
+    # No BEGIN and no COMMIT: the pool restores the isolation level at check-in.
+    return {"isolation_level": "AUTOCOMMIT", "auroradsql_read_only": True}
+
+
+def read_only_options(*, snapshot: bool = False) -> dict[str, Any]:
+    """The execution options of ``read_only=True`` units, for connections and engines of your own.
+
+    ``engine.execution_options(**read_only_options())`` is an engine whose
+    connections run each statement as its own snapshot, one round trip each,
+    and refuse writes; with ``snapshot=True``, transactions on it are
+    ``BEGIN READ ONLY``.
+    """
+    return _read_options(True, snapshot)
+
+
+def _read_policy(policy: RetryPolicy | None, read_only: bool) -> RetryPolicy | None:
+    # A read changes nothing, so running it again after the connection was lost at any
+    # point (even during a read-only COMMIT) is safe.
+    if not read_only:
+        return policy
+    return replace(policy or RetryPolicy(), idempotent=True)
+
+
 def _name(fn: Callable[..., Any]) -> str:
     return f"run_transaction({getattr(fn, '__qualname__', repr(fn))})"
 
@@ -467,6 +516,8 @@ async def run_transaction(
     policy: RetryPolicy | None = ...,
     on_retry: Callable[[RetryEvent], object] | None = ...,
     stats: RetryStats | None = ...,
+    read_only: bool = ...,
+    snapshot: bool = ...,
 ) -> T: ...
 
 
@@ -479,6 +530,8 @@ async def run_transaction(
     policy: RetryPolicy | None = ...,
     on_retry: Callable[[RetryEvent], object] | None = ...,
     stats: RetryStats | None = ...,
+    read_only: bool = ...,
+    snapshot: bool = ...,
 ) -> T: ...
 
 
@@ -490,22 +543,35 @@ async def run_transaction(
     policy: RetryPolicy | None = None,
     on_retry: Callable[[RetryEvent], object] | None = None,
     stats: RetryStats | None = None,
+    read_only: bool = False,
+    snapshot: bool = False,
 ) -> T:
     """Run ``fn`` in a transaction on ``target``, again on each retryable conflict.
 
-    Returns what ``fn`` returned in the attempt that committed.
+    Returns what ``fn`` returned in the attempt that committed. With
+    ``read_only=True`` ``fn`` runs without a transaction, each statement its
+    own snapshot, one round trip each; add ``snapshot=True`` for one
+    read-only transaction over all of them (see the module documentation).
     """
     if not isinstance(target, AsyncEngine | async_sessionmaker):
         raise ConfigurationError(
             f"run_transaction() needs an AsyncEngine or an async_sessionmaker, got "
             f"{type(target).__name__}; use run_transaction_sync() for Engine / sessionmaker"
         )
+    options = _read_options(read_only, snapshot)
+    policy = _read_policy(policy, read_only)
     async for attempt in Attempts(policy, name=_name(fn), on_retry=on_retry, stats=stats):
         with attempt:
             if isinstance(target, AsyncEngine):
-                async with target.begin() as conn:
-                    return await fn(conn)
+                async with target.connect() as conn:
+                    if options:
+                        await conn.execution_options(**options)
+                    async with conn.begin():
+                        return await fn(conn)
             async with target() as session, session.begin():
+                if options:
+                    # Applied to the session's connection before SQLAlchemy begins on it.
+                    await session.connection(execution_options=options)
                 return await fn(session)
     raise AssertionError("unreachable: the last attempt returned or raised")
 
@@ -519,6 +585,8 @@ def run_transaction_sync(
     policy: RetryPolicy | None = ...,
     on_retry: Callable[[RetryEvent], object] | None = ...,
     stats: RetryStats | None = ...,
+    read_only: bool = ...,
+    snapshot: bool = ...,
 ) -> T: ...
 
 
@@ -531,6 +599,8 @@ def run_transaction_sync(
     policy: RetryPolicy | None = ...,
     on_retry: Callable[[RetryEvent], object] | None = ...,
     stats: RetryStats | None = ...,
+    read_only: bool = ...,
+    snapshot: bool = ...,
 ) -> T: ...
 
 
@@ -542,6 +612,8 @@ def run_transaction_sync(
     policy: RetryPolicy | None = None,
     on_retry: Callable[[RetryEvent], object] | None = None,
     stats: RetryStats | None = None,
+    read_only: bool = False,
+    snapshot: bool = False,
 ) -> T:
     """The synchronous twin of :func:`run_transaction`, for ``Engine`` and ``sessionmaker``."""
     if not isinstance(target, Engine | sessionmaker):
@@ -549,12 +621,19 @@ def run_transaction_sync(
             f"run_transaction_sync() needs an Engine or a sessionmaker, got "
             f"{type(target).__name__}; use run_transaction() for asyncio"
         )
+    options = _read_options(read_only, snapshot)
+    policy = _read_policy(policy, read_only)
     for attempt in Attempts(policy, name=_name(fn), on_retry=on_retry, stats=stats):
         with attempt:
             if isinstance(target, Engine):
-                with target.begin() as conn:
-                    return fn(conn)
+                with target.connect() as conn:
+                    if options:
+                        conn.execution_options(**options)
+                    with conn.begin():
+                        return fn(conn)
             with target() as session, session.begin():
+                if options:
+                    session.connection(execution_options=options)
                 return fn(session)
     raise AssertionError("unreachable: the last attempt returned or raised")
 
@@ -565,6 +644,8 @@ def transactional(
     policy: RetryPolicy | None = None,
     on_retry: Callable[[RetryEvent], object] | None = None,
     stats: RetryStats | None = None,
+    read_only: bool = False,
+    snapshot: bool = False,
 ) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
     """Decorate ``async def f(conn_or_session, *args, **kwargs)`` to run in :func:`run_transaction`.
 
@@ -574,7 +655,11 @@ def transactional(
         async def rename(session: AsyncSession, pet_id: UUID, name: str) -> None: ...
 
         await rename(pet_id, "Rex")
+
+    ``read_only`` and ``snapshot`` are :func:`run_transaction`'s:
+    ``@transactional(session_factory, read_only=True)`` for a read.
     """
+    _read_options(read_only, snapshot)  # refuse snapshot without read_only at decoration
 
     def decorate(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         @functools.wraps(fn)
@@ -584,7 +669,13 @@ def transactional(
 
             body.__qualname__ = fn.__qualname__
             return await run_transaction(
-                target, body, policy=policy, on_retry=on_retry, stats=stats
+                target,
+                body,
+                policy=policy,
+                on_retry=on_retry,
+                stats=stats,
+                read_only=read_only,
+                snapshot=snapshot,
             )
 
         return wrapper

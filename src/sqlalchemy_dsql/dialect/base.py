@@ -8,6 +8,9 @@ Transactions
     other accepted ``isolation_level`` is ``AUTOCOMMIT``. Anything else raises
     :class:`~sqlalchemy.exc.ArgumentError` before a connection is made.
     Read-only transactions (``postgresql_readonly`` execution option) work.
+    A connection with the ``auroradsql_read_only`` execution option (the read
+    path of ``run_transaction(..., read_only=True)``) refuses DML and DDL with
+    :class:`~sqlalchemy_dsql.errors.ReadOnlyViolation` before sending them.
 
 Savepoints
     DSQL has none. ``Connection.begin_nested()`` and a ``Session`` that joins
@@ -58,7 +61,13 @@ from sqlalchemy.engine.interfaces import IsolationLevel
 from sqlalchemy.sql.elements import TextClause
 
 from ..connector import Connector
-from ..errors import AsyncJobFailed, ConfigurationError, DDLAfterDMLError, SavepointsNotSupported
+from ..errors import (
+    AsyncJobFailed,
+    ConfigurationError,
+    DDLAfterDMLError,
+    ReadOnlyViolation,
+    SavepointsNotSupported,
+)
 from ..pool import AsyncDSQLQueuePool, DSQLQueuePool
 from ..settings import ConnectionSettings, DriverFamily
 from .ddl import DSQLDDLCompiler, DSQLTypeCompiler
@@ -354,7 +363,9 @@ class AuroraDSQLDialect(PGDialect):
     ) -> None:
         default = _default(context)
         if default is not None:
-            if _kind(default, statement) is StatementKind.DDL:
+            kind = _kind(default, statement)
+            _refuse_in_read_only(default, kind, statement)
+            if kind is StatementKind.DDL:
                 raise exc.InvalidRequestError("DDL cannot be executed with many parameter sets")
             _remember_write(default)
         super().do_executemany(cursor, statement, parameters, context)
@@ -367,6 +378,9 @@ class AuroraDSQLDialect(PGDialect):
         context: DefaultExecutionContext | None,
     ) -> None:
         kind = _kind(context, statement) if context is not None else StatementKind.OTHER
+        if kind is not StatementKind.OTHER:
+            assert context is not None
+            _refuse_in_read_only(context, kind, statement)
         if kind is StatementKind.DDL:
             assert context is not None
             self._execute_ddl(cursor, statement, parameters, context)
@@ -530,6 +544,19 @@ def _kind(context: DefaultExecutionContext, statement: str) -> StatementKind:
     if compiled is None or isinstance(compiled.statement, TextClause):
         return statement_kind(statement)
     return StatementKind.OTHER
+
+
+def _refuse_in_read_only(
+    context: DefaultExecutionContext, kind: StatementKind, statement: str
+) -> None:
+    if context.execution_options.get("auroradsql_read_only"):
+        what = "DDL" if kind is StatementKind.DDL else "a write"
+        raise ReadOnlyViolation(
+            f"this unit of work is read-only (read_only=True) and {what} was about to run; "
+            "nothing was sent. Outside a transaction each write would commit on its own: "
+            "run the unit without read_only=True. Statement: "
+            + statement.strip().splitlines()[0][:200]
+        )
 
 
 def _remember_write(context: DefaultExecutionContext) -> None:

@@ -41,6 +41,11 @@ class AuroraDSQLDialect_psycopg(AuroraDSQLDialect, PGDialect_psycopg):
     def _libpq_version(self) -> int:
         return _libpq_version()
 
+    def set_readonly(self, connection: Any, value: bool) -> None:
+        # None, not False, when the pool restores a connection after a read-only
+        # transaction: psycopg then leaves READ WRITE out of the next BEGIN.
+        connection.read_only = True if value else None
+
     @classmethod
     def get_async_dialect_cls(cls, url: URL) -> type[AuroraDSQLDialect]:
         if "+" not in url.drivername:  # the bare name: asyncpg is the async default
@@ -62,6 +67,10 @@ class AuroraDSQLDialect_psycopg_async(AuroraDSQLDialect, PGDialectAsync_psycopg)
     def _async_driver_connect(self) -> Callable[..., Awaitable[Any]]:
         connect: Callable[..., Awaitable[Any]] = self.loaded_dbapi.psycopg.AsyncConnection.connect
         return connect
+
+    def set_readonly(self, connection: Any, value: bool) -> None:
+        # As the sync dialect: back to psycopg's default, not to an explicit READ WRITE.
+        connection.set_read_only(True if value else None)
 
     @classmethod
     def get_async_dialect_cls(cls, url: URL) -> type[AuroraDSQLDialect]:

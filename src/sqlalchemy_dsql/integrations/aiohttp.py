@@ -5,7 +5,8 @@ Install with ``pip install "sqlalchemy-dsql[aiohttp]"``::
     from aiohttp import web
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy_dsql.integrations.aiohttp import (
-        Database, error_middleware, get_or_404, json_body, path_param, session_for, transactional,
+        Database, error_middleware, get_or_404, json_body, path_param, read_session_for,
+        session_for, transactional,
     )
 
     db = Database("abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws")
@@ -14,7 +15,7 @@ Install with ``pip install "sqlalchemy-dsql[aiohttp]"``::
 
     async def read_pet(request: web.Request) -> web.Response:
         pet_id = path_param(request, "pet_id", UUID)
-        async with session_for(request) as session:        # committed when the block ends
+        async with read_session_for(request) as session:   # one round trip, no BEGIN/COMMIT
             pet = await get_or_404(session, Pet, pet_id)
             return web.json_response(pet.as_json())
 
@@ -33,6 +34,13 @@ Install with ``pip install "sqlalchemy-dsql[aiohttp]"``::
   ``async with`` block ends (so before the handler returns its response) and
   rolled back if the block raises. It does not retry: a conflict is answered
   with 409.
+- :func:`read_session_for` is a session for reads: no ``BEGIN`` and no
+  ``COMMIT``, one round trip per statement, **each statement its own
+  snapshot**; a write through it raises
+  :class:`~sqlalchemy_dsql.errors.ReadOnlyViolation` before anything is sent.
+  ``read_session_for(request, snapshot=True)`` is one ``BEGIN READ ONLY``
+  transaction instead, for reads that must agree, at two round trips more.
+  Not retried; ``database(request).read(fn)`` retries a read.
 - :func:`transactional` decorates ``handler(request, session)``: the whole
   handler runs in :func:`~sqlalchemy_dsql.run_transaction` and runs again,
   with a new session, on each conflict (SQLSTATE ``40001``, ``OC000``,
@@ -79,6 +87,7 @@ __all__ = [
     "get_or_404",
     "json_body",
     "path_param",
+    "read_session_for",
     "session_for",
     "transactional",
 ]
@@ -113,6 +122,13 @@ def database(request: web.Request) -> Database:
 def session_for(request: web.Request) -> AbstractAsyncContextManager[AsyncSession]:
     """``async with session_for(request) as session``: one transaction, not retried."""
     return database(request).transaction()
+
+
+def read_session_for(
+    request: web.Request, *, snapshot: bool = False
+) -> AbstractAsyncContextManager[AsyncSession]:
+    """``async with read_session_for(request) as session``: reads, one round trip each."""
+    return database(request).reading(snapshot=snapshot)
 
 
 def transactional(

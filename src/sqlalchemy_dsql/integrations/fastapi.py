@@ -11,9 +11,10 @@ Install with ``pip install "sqlalchemy-dsql[fastapi]"`` (FastAPI 0.121 or newer)
     app = FastAPI(lifespan=db.lifespan)
     add_exception_handlers(app)
     DBSession = Annotated[AsyncSession, db.session]
+    ReadSession = Annotated[AsyncSession, db.read_session]
 
     @app.get("/pets/{pet_id}")
-    async def read_pet(pet_id: UUID, session: DBSession) -> PetOut:
+    async def read_pet(pet_id: UUID, session: ReadSession) -> PetOut:   # one round trip
         return PetOut.model_validate(await get_or_404(session, Pet, pet_id))
 
     @app.post("/pets/{pet_id}/visits", status_code=201)
@@ -31,6 +32,15 @@ Install with ``pip install "sqlalchemy-dsql[fastapi]"`` (FastAPI 0.121 or newer)
   is sent**, so a COMMIT that fails (DSQL reports conflicts at COMMIT) is
   answered with an error, never with a 2xx for lost data. It does not retry:
   a conflict is answered with 409.
+- :attr:`Database.read_session` is a ``Depends`` that yields an
+  ``AsyncSession`` for reads: no ``BEGIN`` and no ``COMMIT``, one round trip
+  per statement, **each statement its own snapshot** (two SELECTs may see
+  different committed states). A write through it raises
+  :class:`~sqlalchemy_dsql.errors.ReadOnlyViolation` (500: a bug, not a
+  client error) before anything is sent. Not retried.
+  :attr:`Database.snapshot_session` is the same in one
+  ``BEGIN READ ONLY`` transaction, for reads that must agree, at two round
+  trips more; :meth:`Database.read` retries a read (on a lost connection too).
 - :meth:`Database.transactional` decorates an endpoint whose first parameter
   is the session: the whole endpoint runs in
   :func:`~sqlalchemy_dsql.run_transaction` and runs again, with a new
@@ -102,6 +112,20 @@ class Database(_Database):
         # response. Its default for yield dependencies, "request", runs it after.
         return Depends(self._request_session, scope="function")
 
+    @functools.cached_property
+    def read_session(self) -> Any:
+        """``Depends``: an ``AsyncSession`` for reads, each statement its own snapshot.
+
+        One round trip per statement, no ``BEGIN`` / ``COMMIT``; writes are
+        refused. Use it as ``Annotated[AsyncSession, db.read_session]``.
+        """
+        return Depends(self._request_read_session, scope="function")
+
+    @functools.cached_property
+    def snapshot_session(self) -> Any:
+        """``Depends``: an ``AsyncSession`` in one read-only transaction (two round trips more)."""
+        return Depends(self._request_snapshot_session, scope="function")
+
     @asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         """``FastAPI(lifespan=db.lifespan)``: the engine for as long as the application runs."""
@@ -110,6 +134,14 @@ class Database(_Database):
 
     async def _request_session(self) -> AsyncIterator[AsyncSession]:
         async with self.transaction() as session:
+            yield session
+
+    async def _request_read_session(self) -> AsyncIterator[AsyncSession]:
+        async with self.reading() as session:
+            yield session
+
+    async def _request_snapshot_session(self) -> AsyncIterator[AsyncSession]:
+        async with self.reading(snapshot=True) as session:
             yield session
 
     def transactional(

@@ -29,6 +29,10 @@ Fixtures (all named ``dsql_*``):
   ``expire_on_commit=False``.
 - ``dsql_session`` (function, async): an ``AsyncSession`` from it, closed
   after the test.
+- ``dsql_read_session`` (function, async): an ``AsyncSession`` on
+  ``dsql_engine`` for reads, as ``run_transaction(..., read_only=True)`` runs
+  them: no ``BEGIN``/``COMMIT``, one round trip per statement, each statement
+  its own snapshot, writes refused.
 - ``dsql_isolation`` (function, autouse): empties the tables after each test
   that used the emulator.
 
@@ -57,6 +61,7 @@ from .plugin import (
     dsql_isolation,
     dsql_local,
     dsql_metadata,
+    dsql_read_session,
     dsql_schema,
     dsql_session,
     dsql_sessionmaker,
@@ -70,6 +75,7 @@ __all__ = [
     "dsql_isolation",
     "dsql_local",
     "dsql_metadata",
+    "dsql_read_session",
     "dsql_schema",
     "dsql_session",
     "dsql_sessionmaker",

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 from ..local import LocalDSQL
+from ..retry import read_only_options
 from ..schema import create_all
 
 T = TypeVar("T")
@@ -110,6 +111,19 @@ async def dsql_session(
 ) -> AsyncIterator[AsyncSession]:
     """An ``AsyncSession`` for one test; commit as the code under test would."""
     async with dsql_sessionmaker() as session:
+        yield session
+
+
+@pytest.fixture
+async def dsql_read_session(dsql_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """An ``AsyncSession`` for reads, as ``run_transaction(..., read_only=True)`` runs them.
+
+    No ``BEGIN`` and no ``COMMIT``: each statement is its own snapshot and
+    costs one round trip; a write raises
+    :class:`~sqlalchemy_dsql.errors.ReadOnlyViolation` before it is sent.
+    """
+    reader = dsql_engine.execution_options(**read_only_options())
+    async with AsyncSession(reader, expire_on_commit=False) as session:
         yield session
 
 
