@@ -390,3 +390,68 @@ async def test_pet_clinic_aiohttp_gets_cost_one_round_trip_per_statement(
 
         await _clinic_reads(dsql, get, post)
         await empty_tables(db.engine)
+
+
+async def test_fastapi_snapshot_session_and_database_read(dsql: LocalDSQL, table: None) -> None:
+    import httpx
+    from fastapi import FastAPI
+
+    from sqlalchemy_dsql.integrations.fastapi import Database
+
+    db = Database(dsql.url(), pool_size=1, max_overflow=0)
+    app = FastAPI(lifespan=db.lifespan)
+
+    @app.get("/snapshot")
+    async def in_one_snapshot(session: Any = db.snapshot_session) -> list[str]:
+        first = await session.get(Reading, KEY)
+        count = await session.scalar(select(text("count(*)")).select_from(Reading))
+        return [first.label, str(count)]
+
+    @app.get("/read")
+    async def read() -> str:
+        async def label(session: Any) -> str:
+            return str((await session.get(Reading, KEY)).label)
+
+        return await db.read(label)
+
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as client,
+    ):
+        for path in ("/snapshot", "/read"):  # asyncpg prepares the statements first
+            assert (await client.get(path)).status_code == 200
+        made = await trips(dsql, lambda: client.get("/snapshot"))
+        # BEGIN READ ONLY, two statements, COMMIT: the statements and two round trips more.
+        assert len(made) == 4, [t.sql for t in made]
+        assert made[0].sql[0].upper().startswith("BEGIN")
+        assert "READ ONLY" in made[0].sql[0].upper()
+        assert made[-1].sql[0].upper().startswith("COMMIT")
+        response = await client.get("/read")
+        assert response.json() == "first"
+        made = await trips(dsql, lambda: client.get("/read"))
+        assert [s.split()[0].upper() for t in made for s in t.sql] == ["SELECT"]
+
+
+async def test_aiohttp_read_session_for_with_a_snapshot(dsql: LocalDSQL, table: None) -> None:
+    from aiohttp import test_utils, web
+
+    from sqlalchemy_dsql.integrations.aiohttp import Database, read_session_for
+
+    db = Database(dsql.url(), pool_size=1, max_overflow=0)
+
+    async def handler(request: web.Request) -> web.Response:
+        snapshot = request.query.get("snapshot") == "1"
+        async with read_session_for(request, snapshot=snapshot) as session:
+            found = await session.get(Reading, KEY)
+        return web.json_response(found.label)
+
+    app = web.Application()
+    app.cleanup_ctx.append(db.cleanup_ctx)
+    app.router.add_get("/label", handler)
+    async with test_utils.TestClient(test_utils.TestServer(app)) as client:
+        for query in ("", "?snapshot=1"):
+            assert await (await client.get(f"/label{query}")).json() == "first"
+        plain = await trips(dsql, lambda: client.get("/label"))
+        snapshot = await trips(dsql, lambda: client.get("/label?snapshot=1"))
+    assert len(plain) == 1, [t.sql for t in plain]
+    assert len(snapshot) == 3, [t.sql for t in snapshot]
