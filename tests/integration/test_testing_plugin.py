@@ -155,12 +155,28 @@ def test_pytest_asyncio_auto_mode_with_a_loop_per_test(pytester: pytest.Pytester
             assert len(loops) == 4
 
 
+        async def test_the_read_session_reads_without_a_transaction(dsql_local, dsql_read_session):
+            from sqlalchemy import func, select
+
+            from models import Note
+            from sqlalchemy_dsql.errors import ReadOnlyViolation
+
+            count = select(func.count()).select_from(Note)
+            assert await dsql_read_session.scalar(count) == 0  # asyncpg prepares it here
+            before = dsql_local.totals()["round_trips"]
+            assert await dsql_read_session.scalar(count) == 0
+            assert dsql_local.totals()["round_trips"] == before + 1  # no BEGIN, no COMMIT
+            dsql_read_session.add(Note(body="refused"))
+            with pytest.raises(ReadOnlyViolation):
+                await dsql_read_session.flush()
+
+
         async def test_a_failure_shows_no_secret(dsql_local, dsql_engine, dsql_session):
             pytest.fail("on purpose")
         """
     )
     result = run(pytester, "--showlocals", "-W", "error::pytest.PytestUnraisableExceptionWarning")
-    result.assert_outcomes(passed=5, failed=1)
+    result.assert_outcomes(passed=6, failed=1)
     output = result.stdout.str() + result.stderr.str()
     assert "on purpose" in output
     for secret in (TEST_SECRET_ACCESS_KEY, "X-Amz-Signature", "X-Amz-Credential"):
