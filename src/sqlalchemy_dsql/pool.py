@@ -29,7 +29,9 @@ back whenever the pool already holds ``pool_size``, so a load above
 ``pool_size`` opens and closes connections all the time, each with a token, a
 TLS handshake and a share of DSQL's 100-connections-per-second quota. A pool
 given overflow logs one warning when it closes :data:`CHURN_WARN_AFTER`
-overflow connections within :data:`CHURN_WINDOW` seconds. A checkout that
+(and at least twice ``max_overflow``) overflow connections within
+:data:`CHURN_WINDOW` seconds: the end of one burst closes ``max_overflow``
+at once, which is not churn; closing them again soon after is. A checkout that
 finds no connection free within ``pool_timeout`` raises
 :class:`~sqlalchemy_dsql.errors.PoolTimeout`, which says how many waited.
 
@@ -75,7 +77,8 @@ __all__ = [
 DEFAULT_POOL_SIZE = 15
 #: Overflow connections (opened above ``pool_size``, closed on return) when not given.
 DEFAULT_MAX_OVERFLOW = 0
-#: A pool that closes this many overflow connections within CHURN_WINDOW seconds warns once.
+#: A pool that closes this many (and 2 x max_overflow) overflow connections within
+#: CHURN_WINDOW seconds warns once.
 CHURN_WARN_AFTER = 10
 CHURN_WINDOW = 60.0
 
@@ -142,7 +145,9 @@ class _Churn:
         self.pool_size = pool_size
         self.max_overflow = max_overflow
         self.counters: PoolCounters | None = None
-        self._recent: collections.deque[float] = collections.deque(maxlen=CHURN_WARN_AFTER)
+        # One burst's end closes max_overflow at once; twice that within the window is churn.
+        self._threshold = max(CHURN_WARN_AFTER, 2 * max_overflow)
+        self._recent: collections.deque[float] = collections.deque(maxlen=self._threshold)
         self._warned = False
 
     def closed_one(self) -> None:
@@ -152,7 +157,7 @@ class _Churn:
         self._recent.append(now)
         if (
             not self._warned
-            and len(self._recent) == CHURN_WARN_AFTER
+            and len(self._recent) == self._threshold
             and now - self._recent[0] <= CHURN_WINDOW
         ):
             self._warned = True
@@ -165,7 +170,7 @@ class _Churn:
                 "tasks at once; see 'Sizing a pool' in the engine guide",
                 self.pool_size,
                 self.max_overflow,
-                CHURN_WARN_AFTER,
+                self._threshold,
                 now - self._recent[0],
                 self.pool_size + max(self.max_overflow, 0),
             )

@@ -84,6 +84,19 @@ async def test_overflow_churn_is_counted_and_warned_about_once(
         await engine.dispose()
 
 
+async def test_the_end_of_one_burst_is_not_churn(
+    dsql: LocalDSQL, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = async_engine(dsql, pool_size=2, max_overflow=10)
+    try:
+        with caplog.at_level(logging.WARNING, logger="sqlalchemy_dsql.pool"):
+            await _hold_together(engine, 12)
+        assert pool_counters(engine).overflow_closed == 10
+        assert not [r for r in caplog.records if r.name == "sqlalchemy_dsql.pool"]
+    finally:
+        await engine.dispose()
+
+
 async def test_a_pool_without_overflow_never_churns(
     dsql: LocalDSQL, caplog: pytest.LogCaptureFixture
 ) -> None:
