@@ -46,6 +46,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     ),
     "proxy_latency": ("", "--rounds 2000 --batches 2"),
     "conflicts": ("--rounds 20", "--rounds 2"),
+    "concurrency": ("", "--tasks 500 --waiters 100"),
 }
 
 

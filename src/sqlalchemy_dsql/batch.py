@@ -5,7 +5,9 @@ DSQL has no ``TRUNCATE``. The helpers here split the work into batches, run
 each batch in its own transaction through
 :func:`~sqlalchemy_dsql.retry.run_transaction` (so an optimistic-concurrency
 conflict retries that batch only) and run up to ``concurrency`` batches at
-once::
+once (8 by default; lowered, with a logged warning, to the connections the
+engine's pool may open, ``pool_size + max_overflow``, since more would only
+wait for a connection)::
 
     from sqlalchemy_dsql import batch
 
@@ -95,6 +97,7 @@ from sqlalchemy import ColumnElement, Table, select, tuple_
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from .errors import BatchFailed, BatchReport, ConfigurationError, FailedRange, Range
 from .retry import RetryPolicy, RetryStats, run_transaction
@@ -134,6 +137,33 @@ class Progress:
     batches_done: int
     batches_total: int | None
     elapsed: float
+
+
+def _within_pool(engine: AsyncEngine, concurrency: int, operation: str) -> int:
+    """``concurrency``, lowered to the connections the engine's pool may open at once.
+
+    More batches than connections would only queue for one, and a queued batch
+    gives up with PoolTimeout after ``pool_timeout`` while the others run.
+    """
+    pool = engine.sync_engine.pool
+    if not isinstance(pool, QueuePool) or pool._max_overflow < 0 or pool.size() == 0:
+        return concurrency  # not a queue pool, or one without a limit
+    capacity = pool.size() + pool._max_overflow
+    if concurrency <= capacity:
+        return concurrency
+    _log.warning(
+        "%s: running %d batches at once instead of concurrency=%d, the most this engine's "
+        "pool can serve (pool_size=%d, max_overflow=%d); pass concurrency=%d or less, or make "
+        "the engine with pool_size=%d (see 'Sizing a pool' in the engine guide)",
+        operation,
+        capacity,
+        concurrency,
+        pool.size(),
+        pool._max_overflow,
+        capacity,
+        concurrency,
+    )
+    return capacity
 
 
 def _validate(batch_size: int, concurrency: int, max_batch_bytes: int | None) -> None:
@@ -355,6 +385,7 @@ async def _write_all(
 ) -> BatchReport:
     _validate(batch_size, concurrency, max_batch_bytes)
     _check_input(rows)
+    concurrency = _within_pool(engine, concurrency, operation)
     total_rows = len(rows) if isinstance(rows, Sized) else None
     run = _Run(operation, progress, total_rows, batch_size)
     gate = asyncio.Semaphore(concurrency)

@@ -157,8 +157,8 @@ def create_dsql_engine(
     sslmode: str | None = None,
     sslrootcert: str | None = None,
     application_name: str | None = None,
-    pool_size: int = 5,
-    max_overflow: int = 10,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
     connect_args: dict[str, Any] | None = None,
     *,
     dbname: str | None = None,
@@ -189,6 +189,12 @@ def create_dsql_engine(
     (``direct_tls=None``; pass ``True`` or ``False`` to choose). The other
     settings are described in :mod:`sqlalchemy_dsql.settings`; the remaining
     keyword arguments go to ``create_engine``.
+
+    ``pool_size`` and ``max_overflow`` keep Amazon's names but not its
+    defaults (5 and 10): left out, the pool keeps 15 connections and opens no
+    overflow, the ``auroradsql`` pool's defaults, because overflow
+    connections are closed and reopened under a steady load above
+    ``pool_size`` (see 'Sizing a pool' in the engine guide).
     """
     if driver not in ("psycopg", "psycopg2"):
         # Amazon's wording and class (ValueError), so that code handling them keeps working.
@@ -227,6 +233,6 @@ def create_dsql_engine(
     url = URL.create(f"auroradsql+{driver}", username=user, host=host, database=dbname or database)
     poolclass = engine_kwargs.get("poolclass")
     if poolclass is None or (isinstance(poolclass, type) and issubclass(poolclass, QueuePool)):
-        # Amazon's defaults for these, which only queue pools take.
-        engine_kwargs = {"pool_size": pool_size, "max_overflow": max_overflow, **engine_kwargs}
+        # Only queue pools take these; left out, the auroradsql pool's defaults apply.
+        engine_kwargs = {**_given(pool_size=pool_size, max_overflow=max_overflow), **engine_kwargs}
     return create_engine(url, **settings, **engine_kwargs)

@@ -110,6 +110,38 @@ class ClusterBusy(ConnectError):
     """
 
 
+class PoolTimeout(DSQLError, exc.TimeoutError):
+    """No pooled connection became free within ``pool_timeout`` seconds.
+
+    A subclass of SQLAlchemy's :class:`sqlalchemy.exc.TimeoutError`, so code
+    that handles that one keeps working. The message and the attributes say
+    the pool's size, how many checkouts were waiting and what to change.
+    """
+
+    def __init__(
+        self, message: str, *, pool_size: int, max_overflow: int, timeout: float, waiting: int
+    ) -> None:
+        super().__init__(message)
+        self.pool_size = pool_size
+        self.max_overflow = max_overflow
+        self.timeout = timeout
+        self.waiting = waiting
+
+    def __reduce__(self) -> Any:
+        return (
+            _rebuild_pool_timeout,
+            (self.args[0], self.pool_size, self.max_overflow, self.timeout, self.waiting),
+        )
+
+
+def _rebuild_pool_timeout(
+    message: str, pool_size: int, max_overflow: int, timeout: float, waiting: int
+) -> PoolTimeout:
+    return PoolTimeout(
+        message, pool_size=pool_size, max_overflow=max_overflow, timeout=timeout, waiting=waiting
+    )
+
+
 class ConnectionLost(DSQLError, exc.OperationalError):
     """The connection died while in use: the server closed it or the network dropped it.
 

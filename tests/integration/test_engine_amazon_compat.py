@@ -101,8 +101,9 @@ def test_amazon_defaults_and_engine_arguments(dsql: LocalDSQL) -> None:
     try:
         assert engine.dialect.driver == "psycopg"  # Amazon's default driver
         assert engine.url.database == "postgres"
-        assert engine.pool.size() == 5  # type: ignore[attr-defined]
-        assert engine.pool._max_overflow == 10  # type: ignore[attr-defined]
+        # Amazon's 5 + 10 churns under load (docs/engine.md, 'Sizing a pool'): ours keeps 15.
+        assert engine.pool.size() == 15  # type: ignore[attr-defined]
+        assert engine.pool._max_overflow == 0  # type: ignore[attr-defined]
         assert engine.echo is True
         assert engine.pool._pre_ping is True
         with engine.connect() as conn:
