@@ -35,7 +35,7 @@ QUICK_RESULTS = HERE / "results-quick"
 
 # name: (full-run arguments, quick-run arguments)
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "workload": ("--rounds 3 --seconds 6", "--rounds 1 --seconds 1"),
+    "workload": ("--rounds 3 --seconds 6", "--rounds 1 --seconds 1 --profile-seconds 1"),
     "token_connect": (
         "",
         "--rounds 2 --token-samples 100 --slow-token-samples 4 --connects 20 --warmup 2",

@@ -55,8 +55,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import cProfile
 import datetime
+import functools
+import inspect
 import itertools
+import os
+import pstats
 import random
 import statistics
 import sys
@@ -90,13 +95,18 @@ from sqlalchemy.dialects import registry
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from sqlalchemy_dsql import batch, schema
+import sqlalchemy_dsql
+from sqlalchemy_dsql import batch, run_transaction, schema
 from sqlalchemy_dsql.auth import async_token_generator
 from sqlalchemy_dsql.local import LocalDSQL, RoundTrip
-from sqlalchemy_dsql.local.process import spawn
+from sqlalchemy_dsql.local.process import SpawnedDSQL, spawn
 from sqlalchemy_dsql.local.tokens import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 
 LATENCY_MS = 2.0
+# The read path (``run_transaction(..., read_only=True)``: no BEGIN, no COMMIT) where this
+# version has it; ours then runs its reads through it, as the pet clinic does.
+READ_PATH = "read_only" in inspect.signature(run_transaction).parameters
+PROFILE_CONCURRENCY = 8
 CONCURRENCIES = [1, 8, 32, 64]
 TARGET_VS_AMAZON = 3.0  # at the highest concurrency
 TARGET_VS_STOCK = 0.95  # at every concurrency
@@ -221,6 +231,23 @@ async def unit_async(maker: async_sessionmaker[Any], operation: int, argument: A
             session.add(Vet(name=name, specialties=specialties))
 
 
+async def _read(session: Any, operation: int, argument: Any) -> None:
+    if operation == 0:
+        _require(await session.get(Pet, argument), "a seeded pet")
+    else:
+        owner = await session.get(Owner, argument, options=[selectinload(Owner.pets)])
+        _require(owner and owner.pets, "a seeded owner's pets")
+
+
+async def unit_ours(maker: async_sessionmaker[Any], operation: int, argument: Any) -> None:
+    """Ours: as :func:`unit_async`, but reads take the read path where there is one."""
+    if READ_PATH and operation < 2:
+        read_only: Any = functools.partial(run_transaction, read_only=True)
+        await read_only(maker, functools.partial(_read, operation=operation, argument=argument))
+    else:
+        await unit_async(maker, operation, argument)
+
+
 def unit_sync(maker: sessionmaker[Session], operation: int, argument: Any) -> None:
     with maker.begin() as session:
         if operation == 0:
@@ -333,24 +360,38 @@ async def _seed(dsql: Cluster) -> Seeded:
     return Seeded(owners, pets)
 
 
+Unit = Any  # unit_ours or unit_async
+
+
 async def _async_run(
-    contender: str, dsql: Cluster, seeded: Seeded, concurrency: int, seconds: float, meter: CPUMeter
+    contender: str,
+    dsql: Cluster,
+    seeded: Seeded,
+    concurrency: int,
+    seconds: float,
+    meter: CPUMeter,
+    profile: cProfile.Profile | None = None,
 ) -> Run:
     make = ours_engine if contender == OURS else stock_engine
+    unit = unit_ours if contender == OURS else unit_async
     engine = make(dsql, concurrency)
     maker = async_sessionmaker(engine, expire_on_commit=False)
     plans = [Plan(worker, concurrency, seeded) for worker in range(concurrency)]
     latencies: dict[int, list[float]] = {i: [] for i in range(len(OPERATIONS))}
     try:
         started = time.perf_counter()
-        await asyncio.gather(*(_warm_async(maker, plan) for plan in plans))
+        await asyncio.gather(*(_warm_async(unit, maker, plan) for plan in plans))
         warmup = time.perf_counter() - started
         before = meter.read()
         started = time.perf_counter()
         deadline = started + seconds
+        if profile is not None:
+            profile.enable()
         counts = await asyncio.gather(
-            *(_work_async(maker, plan, deadline, latencies) for plan in plans)
+            *(_work_async(unit, maker, plan, deadline, latencies) for plan in plans)
         )
+        if profile is not None:
+            profile.disable()
         elapsed = time.perf_counter() - started
         after = meter.read()
     finally:
@@ -359,20 +400,24 @@ async def _async_run(
     return Run(contender, concurrency, sum(counts), elapsed, warmup, latencies, cpu)
 
 
-async def _warm_async(maker: async_sessionmaker[Any], plan: Plan) -> None:
+async def _warm_async(unit: Unit, maker: async_sessionmaker[Any], plan: Plan) -> None:
     for _ in OPERATIONS:
-        await unit_async(maker, *next(plan))
+        await unit(maker, *next(plan))
 
 
 async def _work_async(
-    maker: async_sessionmaker[Any], plan: Plan, deadline: float, latencies: dict[int, list[float]]
+    unit: Unit,
+    maker: async_sessionmaker[Any],
+    plan: Plan,
+    deadline: float,
+    latencies: dict[int, list[float]],
 ) -> int:
     done = 0
     clock = time.perf_counter
     while clock() < deadline:
         operation, argument = next(plan)
         began = clock()
-        await unit_async(maker, operation, argument)
+        await unit(maker, operation, argument)
         latencies[operation].append((clock() - began) * 1000)
         done += 1
     return done
@@ -423,8 +468,60 @@ def _threaded_run(
     return Run(AMAZON, concurrency, sum(counts), elapsed, warmup, latencies, cpu)
 
 
-def _measure(dsql: Cluster, meter: CPUMeter, args: argparse.Namespace) -> list[Run]:
-    seeded = asyncio.run(_seed(dsql))
+def _pin(dsql: SpawnedDSQL, meter: CPUMeter) -> str:
+    """The emulator (proxy, PostgreSQL) on one CPU, this client on another: what was done."""
+    available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(available) < 2:
+        return "Not pinned: fewer than 2 CPUs are available to this process."
+    server, client = [available[0]], [available[1]]
+    # PostgreSQL forks a backend per connection; a backend inherits the postmaster's CPU set.
+    for process in [meter.proxy, meter.postmaster, *meter.postmaster.children(recursive=True)]:
+        process.cpu_affinity(server)
+    os.sched_setaffinity(0, client)  # threads started later (Amazon's workers) inherit it
+    return (
+        f"Pinned: dsql-local's proxy and PostgreSQL on CPU {server[0]}, this client on CPU "
+        f"{client[0]}, so that the client's CPU time is its own."
+    )
+
+
+def _profile_share(dsql: Cluster, seeded: Seeded, seconds: float) -> dict[str, float]:
+    """Shares of the client's CPU (cProfile's own time) by where the code lives, for ours."""
+    profile = cProfile.Profile()
+    meter_free = _NoMeter()
+    asyncio.run(
+        _async_run(OURS, dsql, seeded, PROFILE_CONCURRENCY, seconds, meter_free, profile)  # type: ignore[arg-type]
+    )
+    ours_dir = str(Path(sqlalchemy_dsql.__file__).parent)
+    places = {
+        "sqlalchemy_dsql": ours_dir + os.sep,
+        "sqlalchemy": os.sep + "sqlalchemy" + os.sep,
+        "asyncpg": os.sep + "asyncpg" + os.sep,
+        "asyncio": os.sep + "asyncio" + os.sep,
+        "ssl": os.sep + "ssl.py",
+        "the benchmark and the pet clinic models": os.sep + "benchmarks" + os.sep,
+    }
+    shares: Counter[str] = Counter()
+    stats = pstats.Stats(profile)
+    for (filename, _, name), row in stats.stats.items():  # type: ignore[attr-defined]
+        own_time = row[2]
+        place = next((p for p, part in places.items() if part in filename), None)
+        if place is None and "async_pet_clinic" in filename:
+            place = "the benchmark and the pet clinic models"
+        if place is None and filename == "~" and ("ssl" in name.lower()):
+            place = "ssl"
+        shares[place or "other (builtins, C code, interpreter)"] += own_time
+    total = sum(shares.values())
+    return {place: own / total for place, own in shares.most_common()}
+
+
+class _NoMeter:
+    """A CPU meter that reads nothing: the profiled run's CPU is cProfile's business."""
+
+    def read(self) -> dict[str, float]:
+        return {"client": time.process_time(), "proxy": 0.0, "backend": 0.0}
+
+
+def _measure(dsql: Cluster, seeded: Seeded, meter: CPUMeter, args: argparse.Namespace) -> list[Run]:
     runs: list[Run] = []
     for round_number in range(args.rounds):
         shift = round_number % len(CONTENDERS)
@@ -554,6 +651,8 @@ async def _count_async(contender: str, dsql: LocalDSQL, seeded: Seeded) -> dict[
             for _ in range(2):
                 if reads_only:
                     await _read_autocommit(reader, operation, next(arguments))
+                elif contender == OURS:
+                    await unit_ours(maker, operation, next(arguments))
                 else:
                     await unit_async(maker, operation, next(arguments))
                 counted[name].append(_trips(dsql))
@@ -780,10 +879,108 @@ def _chart(runs: list[Run], args: argparse.Namespace, path: Path) -> None:
     plt.close(figure)
 
 
+TARGET_OURS_SHARE = 0.01  # sqlalchemy_dsql's share of the client's CPU
+
+
+def _cpu_per_unit(run: Run) -> float:
+    """Client CPU milliseconds per unit of work in one run."""
+    return run.cpu["client"] * 1000 / run.units
+
+
+def _cpu_section(
+    runs: list[Run], shares: dict[str, float], pinning: str, args: argparse.Namespace
+) -> tuple[list[str], list[Headline]]:
+    lines = [
+        "## Client CPU per unit of work",
+        "",
+        f"{pinning} This machine is CPU-bound: every contender spends about as much CPU in "
+        "the client (SQLAlchemy's ORM, compilation, the event loop, TLS) as the round trips "
+        "leave time for, so units per second above measure CPU more than waiting, and their "
+        "ratios swing between rounds. Client CPU is this process's CPU time (user + system) "
+        "over the timed part of each run, divided by its units; the contenders run in the "
+        "same rounds (paired), median (range) over rounds, ms per unit.",
+        "",
+        "| concurrency | " + " | ".join(CONTENDERS) + " | ours / stock, paired |",
+        "|---:|" + "---:|" * (len(CONTENDERS) + 1),
+    ]
+    worst = 0.0
+    for concurrency in args.concurrency:
+        cells = [
+            spread([_cpu_per_unit(r) for r in _by(runs, c, concurrency)], 2) for c in CONTENDERS
+        ]
+        pairs = zip(_by(runs, OURS, concurrency), _by(runs, STOCK, concurrency), strict=True)
+        ratios = [_cpu_per_unit(a) / _cpu_per_unit(b) for a, b in pairs]
+        worst = max(worst, statistics.median(ratios))
+        lines.append(f"| {concurrency} | " + " | ".join(cells) + f" | {spread(ratios, 2)}x |")
+    ours_share = shares.get("sqlalchemy_dsql", 0.0)
+    lines += [
+        "",
+        f"Where ours spends its client CPU (cProfile, own time per function, concurrency "
+        f"{PROFILE_CONCURRENCY}, {args.profile_seconds:g} s; the profiler's overhead inflates "
+        "Python-level code alike):",
+        "",
+        "| where | share |",
+        "|---|---:|",
+        *(f"| {place} | {share:.1%} |" for place, share in shares.items()),
+        "",
+        f"sqlalchemy_dsql: **{ours_share:.2%}** of the client's CPU "
+        f"(target at most {TARGET_OURS_SHARE:.0%}: "
+        f"{'met' if ours_share <= TARGET_OURS_SHARE else 'missed'}).",
+    ]
+    headlines = [
+        Headline(
+            "sqlalchemy_dsql's share of client CPU (cProfile)",
+            f"{ours_share:.2%}",
+            f"<= {TARGET_OURS_SHARE:.0%}",
+            "met" if ours_share <= TARGET_OURS_SHARE else "missed",
+        ),
+        Headline(
+            "client CPU per unit, ours / stock, worst median over concurrencies",
+            f"{worst:.2f}x",
+            "<= 1.00x",
+            "met" if worst <= 1.0 else "missed",
+        ),
+    ]
+    return lines, headlines
+
+
+def _latency_at_one(runs: list[Run]) -> list[str]:
+    """Latency at concurrency 1, where round trips, not CPU contention, set it."""
+    lines = [
+        "## Latency at concurrency 1",
+        "",
+        f"One worker, so no unit waits for another's CPU: with {LATENCY_MS:g} ms injected per "
+        "round trip, the round trips below set most of it. p50 / p99 ms over every unit of "
+        "every round.",
+        "",
+        "| unit | " + " | ".join(CONTENDERS) + " |",
+        "|---|" + "---:|" * len(CONTENDERS),
+    ]
+    for operation, name in enumerate(OPERATIONS):
+        cells = []
+        for contender in CONTENDERS:
+            latencies = _pooled(_by(runs, contender, 1), operation)
+            cells.append(f"{percentile(latencies, 0.5):.1f} / {percentile(latencies, 0.99):.1f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _report(
-    runs: list[Run], counted: dict[str, dict[str, list[Trips]]], args: argparse.Namespace
+    runs: list[Run],
+    counted: dict[str, dict[str, list[Trips]]],
+    shares: dict[str, float],
+    pinning: str,
+    args: argparse.Namespace,
 ) -> tuple[str, list[Headline]]:
     verdicts, headlines = _verdicts(runs, args)
+    cpu_lines, cpu_headlines = _cpu_section(runs, shares, pinning, args)
+    headlines += cpu_headlines
+    read_path = (
+        "Ours runs its reads with `run_transaction(..., read_only=True)` (no BEGIN, no COMMIT)."
+        if READ_PATH
+        else "This version has no read path (`run_transaction(..., read_only=True)`): ours "
+        "runs its reads in a transaction like the others."
+    )
     lines = [
         "# The pet clinic workload: ours, Amazon's dialect, stock SQLAlchemy",
         "",
@@ -807,11 +1004,16 @@ def _report(
         "concurrency, no overflow. Units: " + "; ".join(OPERATIONS) + ", each in its own "
         "transaction, in equal shares.",
         "",
+        read_path,
+        "",
         *verdicts,
         "",
-        *_throughput_section(runs, args),
-        "",
         *_round_trip_section(counted),
+        "",
+        *cpu_lines,
+        "",
+        *([*_latency_at_one(runs), ""] if 1 in args.concurrency else []),
+        *_throughput_section(runs, args),
         "",
     ]
     return "\n".join(lines), headlines
@@ -822,6 +1024,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=CONCURRENCIES)
+    parser.add_argument(
+        "--profile-seconds", type=float, default=4.0, help="cProfile run of ours, concurrency 8"
+    )
     results_argument(parser)
     args = parser.parse_args()
     use_test_credentials_from_environment()
@@ -835,8 +1040,12 @@ def main() -> int:
             connections_per_second=1_000_000,
             connection_burst=1_000_000,
         ) as dsql:
-            runs = _measure(dsql, CPUMeter(dsql, data_dir), args)
-    report, headlines = _report(runs, counted, args)
+            meter = CPUMeter(dsql, data_dir)
+            pinning = _pin(dsql, meter)
+            seeded = asyncio.run(_seed(dsql))
+            runs = _measure(dsql, seeded, meter, args)
+            shares = _profile_share(dsql, seeded, args.profile_seconds)
+    report, headlines = _report(runs, counted, shares, pinning, args)
     _, chart = write_results(args.results, "workload", report, headlines)
     _chart(runs, args, chart)
     print(report)
