@@ -124,6 +124,11 @@ def stock_pool_async(dsql: SpawnedDSQL, **options: Any) -> AsyncEngine:
 
 
 def ours_threads(dsql: SpawnedDSQL) -> Engine:
+    # Amazon's package, installed beside ours for its contender, registers the same
+    # "auroradsql.psycopg2" name: make it mean ours here.
+    registry.register(
+        "auroradsql.psycopg2", "sqlalchemy_dsql.dialect.psycopg2", "AuroraDSQLDialect_psycopg2"
+    )
     return create_engine(
         dsql.url("psycopg2"), pool_size=POOL, max_overflow=0, pool_timeout=POOL_TIMEOUT
     )
@@ -415,7 +420,9 @@ async def _async_parts(
 
 def _burst_row(burst: Burst) -> str:
     if not burst.waits_ms:
-        return f"| {burst.contender} | did not run: {burst.failed_to_run} |||||||"
+        errors = ", ".join(f"{n} {name}" for name, n in burst.errors.items())
+        reason = burst.failed_to_run or f"every unit failed ({errors})"
+        return f"| {burst.contender} | did not run: {reason} |||||||"
     errors = ", ".join(f"{n} {name}" for name, n in burst.errors.items()) or "0"
     note = f" ({burst.failed_to_run})" if burst.failed_to_run else ""
     return (
