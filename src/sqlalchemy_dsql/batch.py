@@ -95,8 +95,10 @@ from typing import Any, TextIO
 
 from sqlalchemy import ColumnElement, Table, select, tuple_
 from sqlalchemy import delete as sa_delete
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.orm import Mapper
 from sqlalchemy.pool import QueuePool
 
 from .errors import BatchFailed, BatchReport, ConfigurationError, FailedRange, Range
@@ -477,6 +479,20 @@ def _runs_by_keys(table: Table, chunk: list[Row]) -> Iterable[list[Row]]:
         yield run
 
 
+def _table(target: Table | type[Any], operation: str) -> Table:
+    """The table to write: ``target`` itself, or the table a mapped class is mapped to."""
+    if isinstance(target, Table):
+        return target
+    mapper = sa_inspect(target, raiseerr=False)
+    table = getattr(mapper, "local_table", None)
+    if isinstance(mapper, Mapper) and isinstance(table, Table):
+        return table
+    raise ConfigurationError(
+        f"batch.{operation} takes a Table or a mapped class (as sqlalchemy.insert() does), "
+        f"not {target!r}; pass the model class or its table (Book or Book.__table__)"
+    )
+
+
 def _column_names(table: Table, names: Sequence[str] | None, what: str) -> list[str]:
     if names is None:
         return []
@@ -488,7 +504,7 @@ def _column_names(table: Table, names: Sequence[str] | None, what: str) -> list[
 
 async def insert(
     engine: AsyncEngine,
-    table: Table,
+    target: Table | type[Any],
     rows: Iterable[Row] | AsyncIterable[Row],
     *,
     batch_size: int = 1000,
@@ -499,8 +515,10 @@ async def insert(
 ) -> BatchReport:
     """Insert ``rows`` into ``table``, ``batch_size`` rows per transaction.
 
-    Raises :class:`BatchFailed` when a batch fails; see the module documentation.
+    ``target`` is a ``Table`` or a mapped class. Raises :class:`BatchFailed`
+    when a batch fails; see the module documentation.
     """
+    table = _table(target, "insert")
 
     async def write(conn: AsyncConnection, chunk: list[Row]) -> None:
         for group in _runs_by_keys(table, chunk):
@@ -521,7 +539,7 @@ async def insert(
 
 async def upsert(
     engine: AsyncEngine,
-    table: Table,
+    target: Table | type[Any],
     rows: Iterable[Row] | AsyncIterable[Row],
     *,
     key: Sequence[str] | None = None,
@@ -536,7 +554,9 @@ async def upsert(
 
     ``key`` defaults to the primary key; ``update`` to every non-key column
     present in each statement's rows; ``update=()`` leaves existing rows alone.
+    ``target`` is a ``Table`` or a mapped class.
     """
+    table = _table(target, "upsert")
     key_names = _column_names(table, key, "key") or [c.name for c in table.primary_key.columns]
     if not key_names:
         raise ConfigurationError(
@@ -576,7 +596,7 @@ async def upsert(
 
 async def delete(
     engine: AsyncEngine,
-    table: Table,
+    target: Table | type[Any],
     where: ColumnElement[bool] | None = None,
     *,
     batch_size: int = 1000,
@@ -589,8 +609,9 @@ async def delete(
     deleters would pick the same rows and only conflict). ``report.batches``
     counts every committed delete transaction, including the last one that
     found fewer than ``batch_size`` rows, so an empty match gives ``rows=0``
-    and ``batches=1``.
+    and ``batches=1``. ``target`` is a ``Table`` or a mapped class.
     """
+    table = _table(target, "delete")
     _validate(batch_size, 1, None)
     pk = list(table.primary_key.columns)
     if not pk:
@@ -601,8 +622,8 @@ async def delete(
     if where is not None:
         picked = picked.where(where)
     picked = picked.limit(batch_size)
-    target = pk[0] if len(pk) == 1 else tuple_(*pk)
-    stmt = sa_delete(table).where(target.in_(picked.scalar_subquery() if len(pk) == 1 else picked))
+    key = pk[0] if len(pk) == 1 else tuple_(*pk)
+    stmt = sa_delete(table).where(key.in_(picked.scalar_subquery() if len(pk) == 1 else picked))
     operation = f"delete from {table.name}"
     run = _Run(operation, progress, None, batch_size)
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import DeclarativeBase
 
 from harness.engine import async_engine
 from sqlalchemy_dsql import RetryPolicy, batch
@@ -258,3 +259,32 @@ async def test_progress_bar_on_stderr(
     assert err.endswith("\n")
     await batch.insert(engine, table, _rows(10, start=5000), progress=None)  # not a tty
     assert capsys.readouterr().err == ""
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class Item(_Base):
+    """A model mapped to the same table, as an application would pass it."""
+
+    __table__ = items
+
+
+async def test_a_mapped_class_works_where_its_table_does(engine: AsyncEngine, table: Table) -> None:
+    report = await batch.insert(engine, Item, _rows(5), progress=False)
+    assert report.rows == 5
+    assert report.operation == "insert into batch_items"
+    await batch.upsert(engine, Item, [{"id": 0, "owner": 7, "name": "changed"}], progress=False)
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(items.c.owner).where(items.c.id == 0)) == 7
+    deleted = await batch.delete(engine, Item, items.c.id < 2, progress=False)
+    assert deleted.rows == 2
+    assert await _count_and_sum(engine) == (3, 2 + 3 + 4)
+
+
+async def test_something_else_than_a_table_or_model_is_refused(engine: AsyncEngine) -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"takes a Table or a mapped class.*Book.__table__"
+    ):
+        await batch.insert(engine, "batch_items", _rows(1))  # type: ignore[arg-type]
