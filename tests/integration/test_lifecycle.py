@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import asyncpg
@@ -15,6 +17,7 @@ import psycopg
 import pytest
 
 from sqlalchemy_dsql.local import LocalDSQL
+from sqlalchemy_dsql.local.server import PortInUse
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +195,28 @@ def test_command_line_serves_until_interrupted(tmp_path: Path) -> None:
         _out, err = process.communicate(timeout=30)
     assert process.returncode == 0
     assert "SELECT 'via cli'" in err
+
+
+def test_a_port_in_use_is_one_line_from_the_command_line() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "sqlalchemy_dsql.local.cli", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"dsql-local: port {port} is in use (another dsql-local or a PostgreSQL?): choose "
+        f"another with --port, or --port 0 for any free one"
+    ]
+
+
+def test_a_port_in_use_from_python_says_so_and_leaves_nothing_running() -> None:
+    threads = threading.active_count()
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(PortInUse, match=rf"port {port} on 127.0.0.1 is in use.*port 0"):
+            LocalDSQL(port=port).start()
+    assert threading.active_count() == threads  # the emulator's loop thread is gone

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import DEFAULT_CLUSTER_ID, DEFAULT_REGION, LocalDSQL, LoggedStatement
 from .limits import Limits
+from .server import PortInUse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,7 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("sqlalchemy_dsql").setLevel(logging.INFO)
-    dsql.start()
+    try:
+        dsql.start()
+    except PortInUse:
+        print(
+            f"dsql-local: port {args.port} is in use (another dsql-local or a PostgreSQL?): "
+            f"choose another with --port, or --port 0 for any free one",
+            file=sys.stderr,
+        )
+        return 2
     auth = "IAM tokens, test credentials below" if args.auth == "iam" else "NONE (debug only)"
     token_command = "dsql-local token"
     if args.cluster_id != DEFAULT_CLUSTER_ID or args.region != DEFAULT_REGION:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import logging
 import random
 import socket
@@ -55,6 +56,10 @@ class ServerConfig:
     second_opinion: bool
     connect_only: frozenset[str] = frozenset()
     clock_offset: float = 0.0
+
+
+class PortInUse(OSError):
+    """The emulator's port is taken; the message says how to choose another."""
 
 
 @dataclass
@@ -114,8 +119,18 @@ class Server(SessionHost):
         self.port = config.port
 
     async def start(self) -> None:
+        # Bound first: a port in use then fails before anything else has started.
+        try:
+            listener = socket.create_server((self.config.host, self.config.port), backlog=512)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise PortInUse(
+                error.errno,
+                f"port {self.config.port} on {self.config.host} is in use (another dsql-local "
+                f"or a PostgreSQL?): pick another port, or port 0 for any free one",
+            ) from None
         await self.jobs.start()
-        listener = socket.create_server((self.config.host, self.config.port), backlog=512)
         listener.setblocking(False)
         self._listener = listener
         self.port = listener.getsockname()[1]
