@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy import exc
+
 from ..errors import ConnectError, ConnectionLost, RetriesExhausted, RetryReason
 
 MAPPED = (RetriesExhausted, ConnectionLost, ConnectError)
@@ -51,6 +53,47 @@ def problem_for(
     else:
         detail = "the database cannot be reached"
     return 503, {"error": "database_unavailable", "detail": detail}
+
+
+# The integrity violations a request can cause by what it sends, and their answers.
+_VIOLATIONS = {
+    "23505": ("duplicate", "a row with the same unique key already exists"),
+    "23503": (
+        "foreign_key_violation",
+        "the row refers to a row that does not exist, or is still referred to",
+    ),
+}
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = getattr(current, "orig", None) or current.__cause__
+    return seen
+
+
+def integrity_problem(error: exc.IntegrityError) -> tuple[int, dict[str, Any]] | None:
+    """409 and a body naming the constraint for a unique or foreign-key violation, else None.
+
+    The constraint's name comes from the server's error fields (asyncpg's
+    ``constraint_name``, libpq's ``diag.constraint_name``), never from the message,
+    which quotes the row's values.
+    """
+    sqlstate = constraint = None
+    for link in _chain(error):
+        diag = getattr(link, "diag", None)
+        sqlstate = sqlstate or getattr(link, "sqlstate", None) or getattr(link, "pgcode", None)
+        constraint = (
+            constraint
+            or getattr(link, "constraint_name", None)
+            or getattr(diag, "constraint_name", None)
+        )
+    if sqlstate not in _VIOLATIONS:
+        return None
+    name, detail = _VIOLATIONS[sqlstate]
+    return 409, {"error": name, "detail": detail, "constraint": constraint, "sqlstate": sqlstate}
 
 
 def log_problem(

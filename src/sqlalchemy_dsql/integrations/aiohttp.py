@@ -73,11 +73,12 @@ except ImportError as error:
     raise ImportError(
         'sqlalchemy_dsql.integrations.aiohttp needs aiohttp: pip install "sqlalchemy-dsql[aiohttp]"'
     ) from error
+from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.interfaces import ORMOption
 
 from ._database import Database as _Database
-from ._errors import MAPPED, log_problem, problem_for
+from ._errors import MAPPED, integrity_problem, log_problem, problem_for
 
 __all__ = [
     "DATABASE",
@@ -85,6 +86,7 @@ __all__ = [
     "database",
     "error_middleware",
     "get_or_404",
+    "integrity_error_middleware",
     "json_body",
     "path_param",
     "read_session_for",
@@ -154,6 +156,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except MAPPED as error:
         status, body = problem_for(error)
+        log_problem(request.method, request.path, status, body, error)
+        return web.json_response(body, status=status)
+
+
+@web.middleware
+async def integrity_error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer a unique or foreign-key violation with 409 naming the constraint, as JSON.
+
+    Opt in by adding it to the application's middlewares; other integrity
+    errors (NOT NULL, CHECK) pass through.
+    """
+    try:
+        return await handler(request)
+    except exc.IntegrityError as error:
+        answer = integrity_problem(error)
+        if answer is None:
+            raise
+        status, body = answer
         log_problem(request.method, request.path, status, body, error)
         return web.json_response(body, status=status)
 

@@ -75,11 +75,12 @@ except ImportError as error:
     raise ImportError(
         'sqlalchemy_dsql.integrations.fastapi needs FastAPI: pip install "sqlalchemy-dsql[fastapi]"'
     ) from error
+from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.interfaces import ORMOption
 
 from ._database import Database as _Database
-from ._errors import MAPPED, log_problem, problem_for
+from ._errors import MAPPED, integrity_problem, log_problem, problem_for
 
 __all__ = ["Database", "add_exception_handlers", "get_or_404"]
 
@@ -195,7 +196,24 @@ async def _answer(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-def add_exception_handlers(app: FastAPI) -> None:
-    """Answer unresolved conflicts with 409 and database outages with 503, as JSON."""
+async def _answer_integrity(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, exc.IntegrityError)  # registered for this class only
+    answer = integrity_problem(error)
+    if answer is None:  # NOT NULL, CHECK, ...: a bug of the application, not of the request
+        raise error
+    status, body = answer
+    log_problem(request.method, request.url.path, status, body, error)
+    return JSONResponse(body, status_code=status)
+
+
+def add_exception_handlers(app: FastAPI, *, integrity_errors: bool = False) -> None:
+    """Answer unresolved conflicts with 409 and database outages with 503, as JSON.
+
+    ``integrity_errors=True`` also answers a unique or foreign-key violation
+    with 409, naming the constraint (``{"error": "duplicate", "constraint":
+    "owners_email_key", ...}``); other integrity errors stay errors.
+    """
     for error_class in MAPPED:
         app.add_exception_handler(error_class, _answer)
+    if integrity_errors:
+        app.add_exception_handler(exc.IntegrityError, _answer_integrity)
