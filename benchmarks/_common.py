@@ -144,3 +144,34 @@ class CPUMeter:
             "proxy": sum(self.proxy.cpu_times()[:2]),
             "backend": self._backend(),
         }
+
+
+def claim_auroradsql_psycopg2(module: str, cls: str) -> None:
+    """Make ``auroradsql+psycopg2`` mean ``module.cls`` in this process.
+
+    Amazon's package, installed beside ours for its contender, registers the
+    same dialect name; each contender claims it before making its engine.
+    """
+    from sqlalchemy.dialects import registry
+
+    registry.register("auroradsql.psycopg2", module, cls)
+
+
+def amazon_engine(dsql: Any, pool_size: int, **engine_kwargs: Any) -> Any:
+    """Amazon's ``create_dsql_engine`` (psycopg2) on the emulator ``dsql``."""
+    from aurora_dsql_sqlalchemy import create_dsql_engine
+
+    claim_auroradsql_psycopg2("aurora_dsql_sqlalchemy.psycopg2", "AuroraDSQLDialect_psycopg2")
+    engine = create_dsql_engine(
+        host=dsql.endpoint,
+        user="admin",
+        driver="psycopg2",
+        sslrootcert=dsql.ca_file,
+        pool_size=pool_size,
+        max_overflow=0,
+        connect_args={"hostaddr": dsql.host, "port": dsql.port, "region": dsql.region},
+        **engine_kwargs,
+    )
+    if not type(engine.dialect).__module__.startswith("aurora_dsql_sqlalchemy"):
+        raise RuntimeError(f"Amazon's engine got {type(engine.dialect)}, not Amazon's dialect")
+    return engine

@@ -43,6 +43,8 @@ from typing import Any
 import psutil
 from _common import (
     Headline,
+    amazon_engine,
+    claim_auroradsql_psycopg2,
     command_line,
     machine,
     percentile,
@@ -51,7 +53,6 @@ from _common import (
     write_results,
 )
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.dialects import registry
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
@@ -124,37 +125,16 @@ def stock_pool_async(dsql: SpawnedDSQL, **options: Any) -> AsyncEngine:
 
 
 def ours_threads(dsql: SpawnedDSQL) -> Engine:
-    # Amazon's package, installed beside ours for its contender, registers the same
-    # "auroradsql.psycopg2" name: make it mean ours here.
-    registry.register(
-        "auroradsql.psycopg2", "sqlalchemy_dsql.dialect.psycopg2", "AuroraDSQLDialect_psycopg2"
-    )
+    claim_auroradsql_psycopg2("sqlalchemy_dsql.dialect.psycopg2", "AuroraDSQLDialect_psycopg2")
     return create_engine(
         dsql.url("psycopg2"), pool_size=POOL, max_overflow=0, pool_timeout=POOL_TIMEOUT
     )
 
 
 def amazon_threads(dsql: SpawnedDSQL) -> Engine:
-    from aurora_dsql_sqlalchemy import create_dsql_engine
-
-    # Both packages name their dialect "auroradsql": make the name mean Amazon's here.
-    registry.register(
-        "auroradsql.psycopg2", "aurora_dsql_sqlalchemy.psycopg2", "AuroraDSQLDialect_psycopg2"
-    )
-    engine = create_dsql_engine(
-        host=dsql.endpoint,
-        user="admin",
-        driver="psycopg2",
-        sslrootcert=dsql.ca_file,
-        pool_size=POOL,
-        max_overflow=0,
-        pool_timeout=POOL_TIMEOUT,
-        connect_args={"hostaddr": dsql.host, "port": dsql.port, "region": dsql.region},
-    )
+    engine: Engine = amazon_engine(dsql, POOL, pool_timeout=POOL_TIMEOUT)
     # Ours again for the rest of the run.
-    registry.register(
-        "auroradsql.psycopg2", "sqlalchemy_dsql.dialect.psycopg2", "AuroraDSQLDialect_psycopg2"
-    )
+    claim_auroradsql_psycopg2("sqlalchemy_dsql.dialect.psycopg2", "AuroraDSQLDialect_psycopg2")
     return engine
 
 

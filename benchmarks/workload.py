@@ -80,6 +80,7 @@ import asyncpg
 from _common import (
     CPUMeter,
     Headline,
+    amazon_engine,
     command_line,
     machine,
     percentile,
@@ -90,8 +91,7 @@ from _common import (
     write_results,
 )
 from async_pet_clinic.models import Base, Owner, Pet, Specialty, Vet, vet_specialty
-from sqlalchemy import Engine, select
-from sqlalchemy.dialects import registry
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -303,27 +303,6 @@ def stock_engine(dsql: Cluster, pool_size: int) -> AsyncEngine:
     return create_async_engine(
         "postgresql+asyncpg://", async_creator=connect, pool_size=pool_size, max_overflow=0
     )
-
-
-def amazon_engine(dsql: Cluster, pool_size: int) -> Engine:
-    from aurora_dsql_sqlalchemy import create_dsql_engine
-
-    # Both packages name their dialect "auroradsql": make the name mean Amazon's in this process.
-    registry.register(
-        "auroradsql.psycopg2", "aurora_dsql_sqlalchemy.psycopg2", "AuroraDSQLDialect_psycopg2"
-    )
-    engine = create_dsql_engine(
-        host=dsql.endpoint,
-        user="admin",
-        driver="psycopg2",
-        sslrootcert=dsql.ca_file,
-        pool_size=pool_size,
-        max_overflow=0,
-        connect_args={"hostaddr": dsql.host, "port": dsql.port, "region": dsql.region},
-    )
-    if not type(engine.dialect).__module__.startswith("aurora_dsql_sqlalchemy"):
-        raise RuntimeError(f"Amazon's engine got {type(engine.dialect)}, not Amazon's dialect")
-    return engine
 
 
 # -- part 1: throughput ------------------------------------------------------------------

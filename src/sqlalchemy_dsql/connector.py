@@ -111,12 +111,7 @@ class Connector:
         """A new connection from a synchronous driver (psycopg, psycopg2)."""
         _no_password(cparams)
         settings = self.settings
-        generator = token_generator(
-            settings.endpoint.region,
-            session=settings.session,
-            profile=settings.profile,
-            credentials_provider=settings.credentials_provider,
-        )
+        generator = token_generator(settings.endpoint.region, **settings.credentials_source())
         token = generator.token(settings.endpoint.host, settings.user, settings.token_lifetime)
         self.counters.tokens_minted += 1
         try:
@@ -142,10 +137,7 @@ class Connector:
             _no_password(cparams)
             settings = self.settings
             generator = async_token_generator(
-                settings.endpoint.region,
-                session=settings.session,
-                profile=settings.profile,
-                credentials_provider=settings.credentials_provider,
+                settings.endpoint.region, **settings.credentials_source()
             )
             token = await generator.token(
                 settings.endpoint.host, settings.user, settings.token_lifetime

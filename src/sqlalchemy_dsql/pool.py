@@ -335,7 +335,7 @@ class DSQLQueuePool(QueuePool):
     to :data:`DEFAULT_MAX_OVERFLOW` (see the module documentation).
     """
 
-    _queue_class = _WaitTimingQueue
+    _queue_class: type[_queue.QueueCommon[Any]] = _WaitTimingQueue
 
     def __init__(
         self,
@@ -360,32 +360,14 @@ class DSQLQueuePool(QueuePool):
         return _carry(self, super().recreate())
 
 
-class AsyncDSQLQueuePool(AsyncAdaptedQueuePool):
-    """The async ``DSQLQueuePool``: DSQL's defaults, timed waits, first-come-first-served."""
+class AsyncDSQLQueuePool(DSQLQueuePool, AsyncAdaptedQueuePool):
+    """The async ``DSQLQueuePool``: DSQL's defaults, timed waits, first-come-first-served.
+
+    Everything but the queue comes from :class:`DSQLQueuePool`; the asyncio
+    adaptation from SQLAlchemy's ``AsyncAdaptedQueuePool``, next in the MRO.
+    """
 
     _queue_class = _FairAsyncQueue
-
-    def __init__(
-        self,
-        creator: Any,
-        pool_size: int = DEFAULT_POOL_SIZE,
-        max_overflow: int = DEFAULT_MAX_OVERFLOW,
-        timeout: float = 30.0,
-        **kw: Any,
-    ) -> None:
-        super().__init__(
-            creator, pool_size=pool_size, max_overflow=max_overflow, timeout=timeout, **kw
-        )
-        self._pool.churn = _Churn(pool_size, max_overflow)  # type: ignore[attr-defined]
-
-    def _do_get(self) -> Any:
-        try:
-            return super()._do_get()
-        except exc.TimeoutError as error:
-            raise _timed_out(self, error) from None
-
-    def recreate(self) -> QueuePool:
-        return _carry(self, super().recreate())
 
 
 def _server_closed(driver_connection: Any) -> bool:

@@ -429,6 +429,14 @@ class ConnectionSettings:
                 "direct_tls=True starts TLS at once, and sslmode='disable' forbids it; drop one"
             )
 
+    def credentials_source(self) -> dict[str, Any]:
+        """The keyword arguments that pick a token generator's credentials."""
+        return {
+            "session": self.session,
+            "profile": self.profile,
+            "credentials_provider": self.credentials_provider,
+        }
+
     def numeric_hostaddr(self) -> str | None:
         """``hostaddr`` as libpq needs it: an IP address (a name is resolved here, once)."""
         if self.hostaddr is None:
